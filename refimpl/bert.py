@@ -1,0 +1,380 @@
+"""BERT forward pass in NumPy, function by function after google-research/bert modeling.py.
+
+    b = bert.load("golden/checkpoints/bert-tiny")
+    o = bert.forward(b, token_ids, segment_ids=None, attention_mask=None, dialect="tf",
+                     dtype=np.float64, trace=None)
+    o.sequence (B, F, D)   o.pooled (B, D)   o.mlm_logits (B, F, V)   o.nsp_logits (B, 2)
+    o.mlm_probs, o.nsp_probs: softmax of the logits (what keras-bert outputs)
+
+Axis legend (as in modeling.py): B batch, F "from" (query) position, T "to" (key) position,
+N attention heads, H head size, D hidden width (N * H), I intermediate width, V vocabulary.
+
+`trace`, when a dict, is filled with named intermediates under keras-bert's layer names
+(`Embedding-Token`, `Embedding-Segment`, `Embedding-Token-Segment`, `Embedding-Position`,
+`Embedding-Norm`, `Encoder-1-MultiHeadSelfAttention` (1-based = layer_0), its `-Norm`,
+`Encoder-1-FeedForward`, its `-Norm`, `MLM-Dense`, `MLM-Norm`, `MLM-Sim`, `Extract`,
+`NSP-Dense`, `NSP`) and finer ones (`Encoder-1-MultiHeadSelfAttention/scores`, `/prob`, `/mask`).
+`MLM-Sim` and `NSP` hold logits or probabilities as the dialect's `heads` says.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import weakref
+
+import numpy as np
+
+from refimpl import checkpoint, dialects, ops
+
+CONFIG_FILE = "bert_config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str
+    max_position_embeddings: int
+    type_vocab_size: int
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_json(cls, path: str) -> "BertConfig":
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        fields = [f.name for f in dataclasses.fields(cls)]
+        missing = [name for name in fields if name not in raw]
+        if missing:
+            raise ValueError(f"{path}: missing config keys {', '.join(missing)}")
+        config = cls(**{name: raw[name] for name in fields})
+        if config.hidden_size % config.num_attention_heads:
+            raise ValueError(f"{path}: hidden_size {config.hidden_size} is not a multiple of "
+                             f"num_attention_heads {config.num_attention_heads}")
+        return config
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Bert:
+    """Weights in dicts keyed by their checkpoint names relative to each scope."""
+    config: BertConfig
+    embeddings: dict  # bert/embeddings/{word_embeddings, token_type_embeddings, position_embeddings, LayerNorm/*}
+    layers: tuple  # bert/encoder/layer_N/{attention/self/query/kernel, ...}
+    pooler: dict | None  # bert/pooler/dense/{kernel, bias}
+    mlm: dict | None  # cls/predictions/{transform/dense/*, transform/LayerNorm/*, output_bias}
+    nsp: dict | None  # cls/seq_relationship/{output_weights, output_bias}
+    skipped: tuple = ()  # checkpoint names not used (global_step, optimizer slots, ...)
+    source: str = ""
+
+
+# --- loading -------------------------------------------------------------------------------
+def _expected_names(c: BertConfig) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Every official variable name, grouped by part, with its shape."""
+    D, I, V = c.hidden_size, c.intermediate_size, c.vocab_size
+    norm = lambda scope: {f"{scope}/LayerNorm/gamma": (D,), f"{scope}/LayerNorm/beta": (D,)}  # noqa: E731
+    parts = {"embeddings": {
+        "bert/embeddings/word_embeddings": (V, D),
+        "bert/embeddings/token_type_embeddings": (c.type_vocab_size, D),
+        "bert/embeddings/position_embeddings": (c.max_position_embeddings, D),
+        **norm("bert/embeddings")}}
+    for n in range(c.num_hidden_layers):
+        p = f"bert/encoder/layer_{n}"
+        parts[f"layer_{n}"] = {
+            **{f"{p}/attention/self/{w}/kernel": (D, D) for w in ("query", "key", "value")},
+            **{f"{p}/attention/self/{w}/bias": (D,) for w in ("query", "key", "value")},
+            f"{p}/attention/output/dense/kernel": (D, D), f"{p}/attention/output/dense/bias": (D,),
+            **norm(f"{p}/attention/output"),
+            f"{p}/intermediate/dense/kernel": (D, I), f"{p}/intermediate/dense/bias": (I,),
+            f"{p}/output/dense/kernel": (I, D), f"{p}/output/dense/bias": (D,),
+            **norm(f"{p}/output")}
+    parts["pooler"] = {"bert/pooler/dense/kernel": (D, D), "bert/pooler/dense/bias": (D,)}
+    parts["mlm"] = {"cls/predictions/transform/dense/kernel": (D, D),
+                    "cls/predictions/transform/dense/bias": (D,),
+                    **norm("cls/predictions/transform"), "cls/predictions/output_bias": (V,)}
+    parts["nsp"] = {"cls/seq_relationship/output_weights": (2, D),
+                    "cls/seq_relationship/output_bias": (2,)}
+    return parts
+
+
+OPTIONAL_PARTS = ("pooler", "mlm", "nsp")
+
+
+def _skippable(name: str) -> bool:
+    """Known variables refimpl does not use: step counter, Adam slots, fine-tuning heads."""
+    return (name == "global_step" or name.endswith(("/adam_m", "/adam_v"))
+            or name in ("output_weights", "output_bias") or name.startswith("cls/squad/"))
+
+
+def _find_files(path) -> tuple[str, str]:
+    """(config json path, checkpoint path) for a model directory or a checkpoint prefix."""
+    path = os.fspath(path)
+    directory = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    config = os.path.join(directory, CONFIG_FILE)
+    if not os.path.isfile(config):
+        raise ValueError(f"no {CONFIG_FILE} in {directory}: a BERT model directory holds "
+                         f"{CONFIG_FILE} and bert_model.ckpt.*")
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "bert_model.ckpt.index")):
+        return config, os.path.join(path, "bert_model.ckpt")
+    return config, path
+
+
+def load(path, verify: bool = True) -> Bert:
+    """Load a BERT model directory (bert_config.json + bert_model.ckpt.*) or checkpoint prefix.
+
+    Every official name is mapped explicitly and its shape checked against the config. The heads
+    (pooler, MLM, NSP) may be absent as a whole; anything else missing, any unknown name, or a
+    wrong shape is a ValueError listing the names. Known unused names are listed in `.skipped`."""
+    config_path, ckpt_path = _find_files(path)
+    config = BertConfig.from_json(config_path)
+    values = checkpoint.load_checkpoint(ckpt_path, verify=verify)
+    expected = _expected_names(config)
+    known = {name for part in expected.values() for name in part}
+    unexpected = sorted(n for n in values if n not in known and not _skippable(n))
+    skipped = tuple(sorted(n for n in values if n not in known and _skippable(n)))
+    problems = []
+    if unexpected:
+        problems.append(f"unexpected variables: {', '.join(unexpected)}")
+    present = {}
+    for part, names in expected.items():
+        missing = [n for n in names if n not in values]
+        if part in OPTIONAL_PARTS and len(missing) == len(names):
+            present[part] = None
+            continue
+        if missing:
+            problems.append(f"missing {part} variables: {', '.join(missing)}")
+        for name, shape in names.items():
+            if name in values and tuple(values[name].shape) != shape:
+                problems.append(f"{name} has shape {tuple(values[name].shape)}, expected {shape} "
+                                f"from {CONFIG_FILE}")
+        present[part] = {name: np.asarray(values[name]) for name in names if name in values}
+    if problems:
+        raise ValueError(f"{ckpt_path} does not match {config_path}:\n  " + "\n  ".join(problems))
+
+    def strip(part: dict | None, scope: str) -> dict | None:
+        return None if part is None else {n[len(scope) + 1:]: v for n, v in part.items()}
+
+    return Bert(
+        config=config,
+        embeddings=strip(present["embeddings"], "bert/embeddings"),
+        layers=tuple(strip(present[f"layer_{n}"], f"bert/encoder/layer_{n}")
+                     for n in range(config.num_hidden_layers)),
+        pooler=strip(present["pooler"], "bert/pooler"),
+        mlm=strip(present["mlm"], "cls/predictions"),
+        nsp=strip(present["nsp"], "cls/seq_relationship"),
+        skipped=skipped, source=os.fspath(ckpt_path))
+
+
+_CAST_CACHE: "weakref.WeakKeyDictionary[Bert, dict]" = weakref.WeakKeyDictionary()
+
+
+def cast(model: Bert, dtype) -> Bert:
+    """The model with every weight in `dtype` (cached per model and dtype)."""
+    dtype = np.dtype(dtype)
+    per_model = _CAST_CACHE.setdefault(model, {})
+    if dtype not in per_model:
+        conv = lambda d: None if d is None else {k: v.astype(dtype) for k, v in d.items()}  # noqa: E731
+        per_model[dtype] = dataclasses.replace(
+            model, embeddings=conv(model.embeddings), layers=tuple(conv(w) for w in model.layers),
+            pooler=conv(model.pooler), mlm=conv(model.mlm), nsp=conv(model.nsp))
+    return per_model[dtype]
+
+
+# --- the operations ------------------------------------------------------------------------
+def embedding_lookup(input_ids: np.ndarray, word_embeddings: np.ndarray) -> np.ndarray:
+    """(B, F) ids, (V, D) -> (B, F, D)."""
+    return ops.embedding_lookup(word_embeddings, input_ids, "token id")
+
+
+def embedding_postprocessor(word: np.ndarray, token_type_ids: np.ndarray, w: dict, eps: float,
+                            trace: dict | None = None) -> np.ndarray:
+    """Token + token-type + position embeddings, then LayerNorm: (B, F, D) -> (B, F, D).
+
+    The position embedding is the table's first F rows, as the original slices
+    position_embeddings[0:seq_length] after asserting F <= max_position_embeddings."""
+    seq_len, max_positions = word.shape[1], w["position_embeddings"].shape[0]
+    if seq_len > max_positions:
+        raise ValueError(f"sequence length {seq_len} is longer than max_position_embeddings "
+                         f"{max_positions} of this model")
+    token_type = ops.embedding_lookup(w["token_type_embeddings"], token_type_ids, "segment id")
+    summed = word + token_type
+    with_positions = summed + w["position_embeddings"][:seq_len][None]
+    out = ops.layer_norm(with_positions, w["LayerNorm/gamma"], w["LayerNorm/beta"], eps)
+    if trace is not None:
+        trace.update({"Embedding-Segment": token_type, "Embedding-Token-Segment": summed,
+                      "Embedding-Position": with_positions, "Embedding-Norm": out})
+    return out
+
+
+def attention_mask_bias(mask: np.ndarray, dialect: dialects.Dialect, dtype) -> np.ndarray:
+    """Additive bias for padded keys: (B, T) 1 = attend, 0 = padding -> (B, 1, 1, T).
+
+    -10000 (TF, Keras): a fully padded row then attends as if unmasked (all scores shift by the
+    same amount). finfo.min (transformers): a fully padded row becomes uniform."""
+    blocked = dtype.type(1.0) - mask.astype(dtype)
+    return (blocked * dialect.bert_mask_value(dtype))[:, None, None, :]
+
+
+def attention_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, num_heads: int,
+                    trace: dict | None = None, name: str = "") -> np.ndarray:
+    """Multi-head self-attention with output projection: (B, F, D) -> (B, F, D).
+
+    scores = (x Wq + bq)(x Wk + bk)^T / sqrt(H) + mask_bias; context = softmax(scores)(x Wv + bv);
+    out = context Wo + bo."""
+    B, F, D = x.shape
+    H = D // num_heads
+    heads = lambda part: ops.dense(x, w[f"attention/self/{part}/kernel"],  # noqa: E731
+                                   w[f"attention/self/{part}/bias"]).reshape(B, F, num_heads, H)
+    q, k, v = heads("query"), heads("key"), heads("value")
+    scores = np.einsum("BFNH,BTNH->BNFT", q, k) * x.dtype.type(1.0 / math.sqrt(H)) + mask_bias
+    probs = ops.softmax(scores, axis=-1)
+    context = np.einsum("BNFT,BTNH->BFNH", probs, v).reshape(B, F, D)
+    out = ops.dense(context, w["attention/output/dense/kernel"], w["attention/output/dense/bias"])
+    if trace is not None:
+        trace.update({f"{name}/scores": scores, f"{name}/prob": probs, name: out})
+    return out
+
+
+def transformer_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, config: BertConfig,
+                      dialect: dialects.Dialect, trace: dict | None, index: int) -> np.ndarray:
+    """One encoder layer (post-LayerNorm): (B, F, D) -> (B, F, D)."""
+    name = f"Encoder-{index + 1}"
+    eps = dialect.layer_norm_eps
+    attention = attention_layer(x, mask_bias, w, config.num_attention_heads, trace,
+                                f"{name}-MultiHeadSelfAttention")
+    x = ops.layer_norm(attention + x, w["attention/output/LayerNorm/gamma"],
+                       w["attention/output/LayerNorm/beta"], eps)
+    act = ops.activation(config.hidden_act, dialect.gelu)
+    intermediate = act(ops.dense(x, w["intermediate/dense/kernel"], w["intermediate/dense/bias"]))
+    ffn = ops.dense(intermediate, w["output/dense/kernel"], w["output/dense/bias"])
+    out = ops.layer_norm(ffn + x, w["output/LayerNorm/gamma"], w["output/LayerNorm/beta"], eps)
+    if trace is not None:
+        trace.update({f"{name}-MultiHeadSelfAttention-Norm": x, f"{name}-FeedForward": ffn,
+                      f"{name}-FeedForward-Norm": out})
+    return out
+
+
+def pooler(sequence: np.ndarray, w: dict) -> np.ndarray:
+    """tanh(dense(first token)): (B, F, D) -> (B, D)."""
+    return np.tanh(ops.dense(sequence[:, 0], w["dense/kernel"], w["dense/bias"]))
+
+
+def mlm_logits(sequence: np.ndarray, w: dict, word_embeddings: np.ndarray, config: BertConfig,
+               dialect: dialects.Dialect, trace: dict | None = None) -> np.ndarray:
+    """Masked-LM head: dense + activation + LayerNorm, then the tied embedding and output_bias:
+    (B, F, D) -> (B, F, V)."""
+    act = ops.activation(config.hidden_act, dialect.gelu)
+    dense = act(ops.dense(sequence, w["transform/dense/kernel"], w["transform/dense/bias"]))
+    normed = ops.layer_norm(dense, w["transform/LayerNorm/gamma"], w["transform/LayerNorm/beta"],
+                            dialect.layer_norm_eps)
+    logits = normed @ word_embeddings.T + w["output_bias"]
+    if trace is not None:
+        trace.update({"MLM-Dense": dense, "MLM-Norm": normed})
+    return logits
+
+
+def nsp_logits(pooled: np.ndarray, w: dict) -> np.ndarray:
+    """Next-sentence head, label 0 = IsNext: (B, D), W (2, D) -> (B, 2)."""
+    return pooled @ w["output_weights"].T + w["output_bias"]
+
+
+# --- the model -----------------------------------------------------------------------------
+class BertOutput:
+    """Outputs of `forward`. Heads the checkpoint lacks raise ValueError when asked for."""
+
+    def __init__(self, sequence, pooled, mlm_logits, nsp_logits, source):
+        self.sequence = sequence
+        self._pooled, self._mlm, self._nsp, self._source = pooled, mlm_logits, nsp_logits, source
+
+    def _need(self, value, what: str, names: str):
+        if value is None:
+            raise ValueError(f"the checkpoint {self._source} has no {what} ({names})")
+        return value
+
+    @property
+    def pooled(self) -> np.ndarray:
+        return self._need(self._pooled, "pooler", "bert/pooler/dense/*")
+
+    @property
+    def mlm_logits(self) -> np.ndarray:
+        return self._need(self._mlm, "masked-LM head", "cls/predictions/*")
+
+    @property
+    def nsp_logits(self) -> np.ndarray:
+        return self._need(self._nsp, "next-sentence head", "cls/seq_relationship/*")
+
+    @property
+    def mlm_probs(self) -> np.ndarray:
+        return ops.softmax(self.mlm_logits)
+
+    @property
+    def nsp_probs(self) -> np.ndarray:
+        return ops.softmax(self.nsp_logits)
+
+
+def _check_inputs(model: Bert, token_ids, segment_ids, attention_mask):
+    token_ids = np.asarray(token_ids)
+    if token_ids.ndim != 2:
+        raise ValueError(f"token_ids must have shape (batch, length), got {token_ids.shape}")
+    if token_ids.shape[1] == 0:
+        raise ValueError("token_ids has length 0: expected at least one token")
+    segment_ids = np.zeros_like(token_ids) if segment_ids is None else np.asarray(segment_ids)
+    if segment_ids.shape != token_ids.shape:
+        raise ValueError(f"segment_ids shape {segment_ids.shape} does not match token_ids shape "
+                         f"{token_ids.shape}")
+    if attention_mask is not None:
+        attention_mask = np.asarray(attention_mask)
+        if attention_mask.shape != token_ids.shape:
+            raise ValueError(f"attention_mask shape {attention_mask.shape} does not match "
+                             f"token_ids shape {token_ids.shape}")
+        if not np.isin(attention_mask, (0, 1)).all():
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token), got "
+                             f"values {np.unique(attention_mask)[:5].tolist()}")
+    return token_ids, segment_ids, attention_mask
+
+
+def forward(model: Bert, token_ids, segment_ids=None, attention_mask=None, dialect="tf",
+            dtype=np.float64, trace: dict | None = None) -> BertOutput:
+    """The BERT forward pass: (B, F) token ids -> BertOutput. See the module docstring."""
+    d = dialects.get(dialect)
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise ValueError(f"dtype must be a floating type, got {dtype}")
+    token_ids, segment_ids, attention_mask = _check_inputs(model, token_ids, segment_ids, attention_mask)
+    m = cast(model, dtype)
+    mask = np.ones(token_ids.shape, dtype) if attention_mask is None else attention_mask.astype(dtype)
+    if d.bert_mask_from_token_zero:  # keras-bert: Embedding-Token has mask_zero=True
+        mask = mask * (token_ids != 0).astype(dtype)
+    mask_bias = attention_mask_bias(mask, d, dtype)
+
+    word = embedding_lookup(token_ids, m.embeddings["word_embeddings"])
+    if trace is not None:
+        trace["Embedding-Token"] = word
+    x = embedding_postprocessor(word, segment_ids, m.embeddings, d.layer_norm_eps, trace)
+    for index, w in enumerate(m.layers):
+        x = transformer_layer(x, mask_bias, w, m.config, d, trace, index)
+    sequence = x
+
+    pooled = nsp = mlm = None
+    if m.pooler is not None:
+        pooled = pooler(sequence, m.pooler)
+    if m.mlm is not None:
+        mlm = mlm_logits(sequence, m.mlm, m.embeddings["word_embeddings"], m.config, d, trace)
+    if m.nsp is not None and pooled is not None:
+        nsp = nsp_logits(pooled, m.nsp)
+    if trace is not None:
+        head = ops.softmax if d.heads == "probs" else (lambda z: z)
+        trace["Extract"] = sequence[:, 0]
+        if pooled is not None:
+            trace["NSP-Dense"] = pooled
+        if mlm is not None:
+            trace["MLM-Sim"] = head(mlm)
+        if nsp is not None:
+            trace["NSP"] = head(nsp)
+    return BertOutput(sequence, pooled, mlm, nsp, m.source)
