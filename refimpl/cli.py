@@ -1,18 +1,23 @@
 """The `refimpl` command.
 
-  refimpl inspect PATH [--values NAME]   list a checkpoint's variables, or summarise one
+  refimpl inspect PATH [--values NAME]        list a checkpoint's variables, or summarise one
+  refimpl compare EXPECTED ACTUAL [--rtol R --atol A] [--allow-missing]
+                                              compare named tensors (.npz or golden case folders)
+  refimpl golden verify [--golden DIR]        check hashes and recompute every golden case
 
-Exit codes: 0 success, 1 the checkpoint cannot be read, 2 bad usage (argparse's convention).
+Exit codes: 0 success, 1 a failed check (unreadable checkpoint, tensors outside tolerance),
+2 bad usage or unusable input (argparse's convention; missing names, shape mismatches).
 """
 from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 
 import numpy as np
 
-from refimpl import checkpoint
+from refimpl import checkpoint, golden
 
 
 def _summary(name: str, value: np.ndarray) -> str:
@@ -49,6 +54,54 @@ def cmd_inspect(args, parser) -> int:
     return 0
 
 
+def cmd_compare(args, parser) -> int:
+    try:
+        expected, tolerances = golden.read_tensors(args.expected)
+        actual, _ = golden.read_tensors(args.actual)
+    except golden.GoldenError as e:
+        print(f"refimpl compare: error: {e}", file=sys.stderr)
+        return 2
+    report = golden.compare(expected, actual, tolerances, args.rtol, args.atol, args.allow_missing)
+    print(report.format())
+    if not report.rows:
+        print("refimpl compare: error: no tensor names in common between EXPECTED and ACTUAL",
+              file=sys.stderr)
+    elif report.unusable:
+        names = ", ".join(r.name for r in report.unusable[:10])
+        print(f"refimpl compare: error: {len(report.unusable)} tensors unusable ({names}); "
+              "missing names can be skipped with --allow-missing", file=sys.stderr)
+    return report.exit_code
+
+
+def cmd_golden_verify(args, parser) -> int:
+    golden_dir = args.golden or golden.default_golden_dir()
+    try:
+        folders = golden.case_folders(golden_dir)
+    except golden.GoldenError as e:
+        print(f"refimpl golden verify: error: {e}", file=sys.stderr)
+        return 2
+    failed = 0
+    for folder in folders:
+        name = os.path.basename(folder)
+        try:
+            problems, report = golden.verify_case(folder, golden_dir)
+        except (golden.GoldenError, checkpoint.CheckpointError, ValueError) as e:
+            problems, report = [str(e)], None
+        if problems or report.exit_code:
+            failed += 1
+            print(f"FAIL {name}")
+            for problem in problems:
+                print(f"     {problem}")
+            if report is not None:
+                print("\n".join("     " + line for line in report.format(problems_only=True).splitlines()))
+        else:
+            worst = max(report.rows, key=lambda r: r.max_abs)
+            print(f"ok   {name}: {len(report.rows)} tensors within tolerance "
+                  f"(max abs error {worst.max_abs:.2g} in {worst.name})")
+    print(f"{len(folders) - failed} of {len(folders)} golden cases verified in {golden_dir}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refimpl", description="NumPy reference of BERT and XLNet.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -56,6 +109,24 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", help="checkpoint prefix (.../model.ckpt), .index file or directory")
     inspect.add_argument("--values", metavar="NAME", help="summarise the values of one variable")
     inspect.set_defaults(func=cmd_inspect)
+
+    comp = sub.add_parser("compare", help="compare named tensors against expected ones, in network order",
+                          description="Compare ACTUAL's tensors with EXPECTED's by name, walking "
+                          "EXPECTED in its (network) order; print a table and the first divergence. "
+                          "Exit 0 all within tolerance, 1 a mismatch, 2 unusable input.")
+    comp.add_argument("expected", help=".npz of named tensors, or a golden case folder (its tolerances apply)")
+    comp.add_argument("actual", help=".npz of named tensors, or a golden case folder")
+    comp.add_argument("--rtol", type=float, help="relative tolerance for every tensor (default: per dtype)")
+    comp.add_argument("--atol", type=float, help="absolute tolerance for every tensor (default: per dtype)")
+    comp.add_argument("--allow-missing", action="store_true",
+                      help="compare only the names ACTUAL has (default: a missing name is an error)")
+    comp.set_defaults(func=cmd_compare)
+
+    gold = sub.add_parser("golden", help="golden cases")
+    gold_sub = gold.add_subparsers(dest="golden_command", metavar="ACTION", required=True)
+    verify = gold_sub.add_parser("verify", help="check hashes and recompute every case within tolerance")
+    verify.add_argument("--golden", metavar="DIR", help="golden folder (default: the repository's golden/)")
+    verify.set_defaults(func=cmd_golden_verify)
     return parser
 
 
@@ -66,6 +137,9 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return 2
     sub = parser._subparsers._group_actions[0].choices[args.command]
+    for negative in ("rtol", "atol"):
+        if getattr(args, negative, None) is not None and getattr(args, negative) < 0:
+            sub.error(f"--{negative} must be >= 0, got {getattr(args, negative)}")
     try:
         return args.func(args, sub)
     except checkpoint.CheckpointError as e:

@@ -1,0 +1,281 @@
+"""Recompute every golden case, cross-check it against the Keras anchors, report, and (only with
+--write) store it under golden/cases/.
+
+    python tools/make_golden.py            # recompute into a scratch folder and report differences
+    python tools/make_golden.py --write    # ... and replace golden/cases/ with the new cases
+
+Each case reseeds its own generator (seed = crc32 of its name), is computed by refimpl in
+float64, and is checked against the anchor (keras-bert, keras-pos-embd, keras-xlnet on
+TensorFlow-CPU in float32); a case the anchor disagrees with beyond ANCHOR_TOLERANCE is refused.
+Nothing is overwritten unless --write is given; without it the new cases stay in the scratch
+folder (printed) for inspection.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.metadata
+import os
+import shutil
+import sys
+import tempfile
+import zlib
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from refimpl import golden  # noqa: E402
+
+GOLDEN = os.path.join(ROOT, "golden")
+COMMAND = "python tools/make_golden.py --write"
+# refimpl float64 vs an anchor computing in TF float32 (3-layer tiny models, std-0.3 weights):
+# measured up to ~4e-6 abs on BERT; the same bound as tests/tolerances.py "keras-model".
+ANCHOR_TOLERANCE = {"rtol": 1e-5, "atol": 1.5e-5}
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    model: str  # bert | pos_embd | xlnet
+    make_inputs: object  # rng -> dict of arrays
+    dialect: str = "tf"
+    checkpoint: str | None = None  # relative to golden/
+    options: dict = dataclasses.field(default_factory=dict)
+    description: str = ""
+    overrides: list = dataclasses.field(default_factory=list)  # tolerance overrides with reasons
+
+
+# --- inputs --------------------------------------------------------------------------------
+def bert_tokens(batch, length, real_lengths=None, split=None, vocab=100):
+    """A batch with [CLS]=2 ... [SEP]=3 layout, two segments, trailing padding with id 0."""
+    def make(rng):
+        tokens = rng.integers(5, vocab, (batch, length))
+        segments = np.zeros((batch, length), np.int64)
+        mask = np.ones((batch, length), np.int64)
+        for b in range(batch):
+            real = length if real_lengths is None else real_lengths[b]
+            cut = real // 2 if split is None else split[b]
+            tokens[b, 0] = 2
+            tokens[b, real - 1] = 3
+            if 0 < cut < real - 1:
+                tokens[b, cut] = 3
+                segments[b, cut + 1:real] = 1
+            tokens[b, real:] = 0
+            mask[b, real:] = 0
+        return {"token_ids": tokens, "segment_ids": segments, "attention_mask": mask}
+    return make
+
+
+BERT_CASES = [
+    Case("bert-plain", "bert", bert_tokens(1, 8, split=[0]), checkpoint="checkpoints/bert-tiny",
+         description="one unpadded sequence, one segment"),
+    Case("bert-padding-two-segments", "bert", bert_tokens(3, 12, real_lengths=[12, 9, 4], split=[5, 4, 2]),
+         checkpoint="checkpoints/bert-tiny", description="batch of 3, trailing padding, two segments"),
+    Case("bert-max-length", "bert", bert_tokens(2, 16, real_lengths=[16, 16], split=[7, 10]),
+         checkpoint="checkpoints/bert-tiny", description="length = max_position_embeddings (16)"),
+    Case("bert-keras-dialect", "bert", bert_tokens(2, 10, real_lengths=[10, 6]), dialect="keras",
+         checkpoint="checkpoints/bert-tiny",
+         description="keras-bert conventions: mask from token id 0, LayerNorm eps 1e-14, softmax heads"),
+]
+
+
+def pos_inputs(kind):
+    def make(rng):
+        if kind == "expand":
+            return {"inputs": rng.integers(-9, 10, (2, 7)), "table": rng.normal(0, 1, (2 * 6 + 1, 5))}
+        if kind == "add":
+            return {"inputs": rng.normal(0, 1, (2, 6, 4)), "table": rng.normal(0, 1, (10, 4))}
+        if kind == "concat":
+            return {"inputs": rng.normal(0, 1, (2, 6, 3)), "table": rng.normal(0, 1, (10, 4))}
+        return {"inputs": rng.integers(0, 40, (2, 7))}  # trig expand: positions
+    return make
+
+
+POS_CASES = [
+    Case("pos-embd-expand", "pos_embd", pos_inputs("expand"),
+         options={"layer": "PositionEmbedding", "mode": "expand", "mask_zero": True},
+         description="relative positions -9..9 clipped to [-6, 6]; mask_zero=True masks position 1"),
+    Case("pos-embd-add", "pos_embd", pos_inputs("add"), options={"layer": "PositionEmbedding", "mode": "add"},
+         description="BERT's mode: inputs + table[:L]"),
+    Case("pos-embd-concat", "pos_embd", pos_inputs("concat"),
+         options={"layer": "PositionEmbedding", "mode": "concat"}, description="[inputs, table[:L]]"),
+    Case("trig-pos-embd-expand", "pos_embd", pos_inputs("trig"),
+         options={"layer": "TrigPosEmbedding", "mode": "expand", "output_dim": 8},
+         description="interleaved sin/cos of positions 0..39"),
+]
+
+
+def all_cases() -> list[Case]:
+    cases = BERT_CASES + POS_CASES
+    try:
+        import xlnet_golden  # noqa: F401  (tools/xlnet_golden.py: the XLNet cases)
+        cases += xlnet_golden.CASES
+    except ImportError:
+        pass
+    names = [c.name for c in cases]
+    assert len(names) == len(set(names)), "golden case names must be unique"
+    return cases
+
+
+# --- anchors -------------------------------------------------------------------------------
+def _errors(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float]:
+    err = np.abs(np.asarray(ours, np.float64) - np.asarray(theirs, np.float64))
+    rel = err / np.maximum(np.abs(np.asarray(theirs, np.float64)), 1e-30)
+    return float(err.max(initial=0.0)), float(rel.max(initial=0.0))
+
+
+_KERAS_BERT: dict = {}
+
+
+def anchor_bert(case: Case, inputs: dict, outputs: dict) -> dict:
+    """keras-bert (training=True, seq_len = L) on the same checkpoint: every traced layer for the
+    keras dialect; the sequence and head probabilities for the others (same padding mask)."""
+    import keras_bert
+    from tensorflow import keras
+    tokens = inputs["token_ids"]
+    seq_len = tokens.shape[1]
+    if seq_len not in _KERAS_BERT:
+        ckpt = os.path.join(GOLDEN, case.checkpoint)
+        model = keras_bert.load_trained_model_from_checkpoint(
+            os.path.join(ckpt, "bert_config.json"), os.path.join(ckpt, "bert_model.ckpt"),
+            training=True, seq_len=seq_len)
+        names = [layer.name for layer in model.layers if not layer.name.startswith("Input-")
+                 and not layer.name.endswith(("-Dropout", "-Add")) and layer.name != "MLM"]
+        outs = [model.get_layer(n).output for n in names]
+        outs = [o[0] if isinstance(o, list) else o for o in outs]
+        _KERAS_BERT[seq_len] = (names, keras.Model(model.inputs, outs))
+    names, sub = _KERAS_BERT[seq_len]
+    if not np.array_equal(inputs["attention_mask"], (tokens != 0).astype(inputs["attention_mask"].dtype)):
+        raise ValueError(f"{case.name}: keras-bert derives its mask from token id 0; pad with 0")
+    keras_out = dict(zip(names, sub.predict([tokens, inputs["segment_ids"], np.zeros_like(tokens)], verbose=0)))
+    if case.dialect == "keras":
+        pairs = {n: (outputs[n], keras_out[n]) for n in names}
+    else:
+        softmax = lambda z: np.exp(z - z.max(-1, keepdims=True)) / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)  # noqa: E731
+        pairs = {"sequence": (outputs["sequence"], keras_out["Encoder-3-FeedForward-Norm"]),
+                 "pooled": (outputs["pooled"], keras_out["NSP-Dense"]),
+                 "softmax(mlm_logits)": (softmax(outputs["mlm_logits"]), keras_out["MLM-Sim"]),
+                 "softmax(nsp_logits)": (softmax(outputs["nsp_logits"]), keras_out["NSP"])}
+    return _anchor_report(f"keras-bert {importlib.metadata.version('keras-bert')} "
+                          "load_trained_model_from_checkpoint(training=True), TF float32", pairs)
+
+
+def anchor_pos_embd(case: Case, inputs: dict, outputs: dict) -> dict:
+    import tensorflow as tf
+    from keras_pos_embd import PositionEmbedding, TrigPosEmbedding
+    opts = case.options
+    if opts["layer"] == "PositionEmbedding":
+        table = inputs["table"]
+        input_dim = table.shape[0] // 2 if opts["mode"] == "expand" else table.shape[0]
+        layer = PositionEmbedding(input_dim, table.shape[1], mode=opts["mode"], mask_zero=opts.get("mask_zero", False))
+        layer.build(inputs["inputs"].shape)
+        layer.set_weights([table.astype(np.float32)])
+        x = tf.constant(inputs["inputs"].astype(np.int32 if opts["mode"] == "expand" else np.float32))
+        pairs = {"output": (outputs["output"], layer(x).numpy())}
+        if "mask" in outputs:
+            pairs["mask"] = (outputs["mask"], layer.compute_mask(x).numpy().astype(np.int8))
+    else:
+        layer = TrigPosEmbedding(mode=opts["mode"], output_dim=opts.get("output_dim"))
+        pairs = {"output": (outputs["output"], layer(tf.constant(inputs["inputs"].astype(np.float32))).numpy())}
+    return _anchor_report(f"keras-pos-embd {importlib.metadata.version('keras-pos-embd')} {opts['layer']}, TF float32", pairs)
+
+
+def _anchor_report(anchor: str, pairs: dict) -> dict:
+    report = {"anchor": anchor, "tolerance": ANCHOR_TOLERANCE, "compared": {}}
+    worst_abs = worst_rel = 0.0
+    for name, (ours, theirs) in pairs.items():
+        if np.shape(ours) != np.shape(theirs):
+            raise ValueError(f"anchor disagrees on the shape of {name}: {np.shape(ours)} vs {np.shape(theirs)}")
+        max_abs, max_rel = _errors(ours, theirs)
+        bound = ANCHOR_TOLERANCE["atol"] + ANCHOR_TOLERANCE["rtol"] * np.abs(np.asarray(theirs, np.float64))
+        if (np.abs(np.asarray(ours, np.float64) - np.asarray(theirs, np.float64)) > bound).any():
+            raise ValueError(f"anchor disagrees beyond tolerance on {name}: max abs error {max_abs:.3g}")
+        report["compared"][name] = {"max_abs": max_abs, "max_rel": max_rel}
+        worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, max_rel)
+    report["max_abs"], report["max_rel"] = worst_abs, worst_rel
+    return report
+
+
+ANCHORS = {"bert": anchor_bert, "pos_embd": anchor_pos_embd}
+
+
+# --- building and writing ------------------------------------------------------------------
+def versions() -> dict:
+    out = {"python": sys.version.split()[0]}
+    for package in ("numpy", "refimpl", "tensorflow-cpu", "tf-keras", "keras-bert", "keras-xlnet", "keras-pos-embd"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def build(case: Case, folder: str) -> dict:
+    """Compute a case with refimpl, cross-check with its anchor, write it into `folder`."""
+    seed = zlib.crc32(case.name.encode())
+    inputs = case.make_inputs(np.random.default_rng(seed))
+    meta = {"name": case.name, "description": case.description, "model": case.model,
+            "checkpoint": case.checkpoint, "dialect": case.dialect, "dtype": "float64",
+            "options": case.options, "seed": seed, "command": COMMAND, "versions": versions(),
+            "tolerances": {"defaults": golden.DEFAULT_TOLERANCES, "overrides": case.overrides}, "files": {}}
+    if case.checkpoint:
+        ckpt = os.path.join(GOLDEN, case.checkpoint)
+        meta["checkpoint_sha256"] = {f: golden.sha256(os.path.join(ckpt, f)) for f in sorted(os.listdir(ckpt))}
+    outputs = golden.recompute(meta, inputs, GOLDEN)
+    anchor = ANCHORS.get(case.model) or getattr(sys.modules.get("xlnet_golden"), "anchor", None)
+    meta["anchor_agreement"] = anchor(case, inputs, outputs)
+    return golden.write_case(folder, meta, inputs, outputs)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="replace golden/cases/ with the new cases")
+    parser.add_argument("--only", nargs="*", help="case names to build (default: all)")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    cases = [c for c in all_cases() if not args.only or c.name in args.only]
+    scratch = tempfile.mkdtemp(prefix="refimpl-golden-")
+    stored_dir = os.path.join(GOLDEN, "cases")
+    changed = 0
+    for case in cases:
+        folder = os.path.join(scratch, case.name)
+        meta = build(case, folder)
+        stored = os.path.join(stored_dir, case.name)
+        agreement = meta["anchor_agreement"]
+        line = f"{case.name:<32} anchor max abs {agreement['max_abs']:.2g}"
+        if not os.path.isdir(stored):
+            line += "  NEW"
+            changed += 1
+        else:
+            report = golden.compare(golden.read_npz(os.path.join(stored, golden.OUTPUTS)),
+                                    golden.read_npz(os.path.join(folder, golden.OUTPUTS)), meta["tolerances"])
+            worst = max((r.max_abs for r in report.rows), default=0.0)
+            line += f"  vs stored: max abs {worst:.2g}" + ("" if report.exit_code == 0 else "  CHANGED")
+            changed += report.exit_code != 0
+        print(line)
+    known = {c.name for c in all_cases()}
+    for name in sorted(os.listdir(stored_dir)) if os.path.isdir(stored_dir) else []:
+        if name not in known:
+            print(f"{name:<32} stored but no longer defined (removed with --write)")
+    if args.write:
+        os.makedirs(stored_dir, exist_ok=True)
+        for case in cases:
+            shutil.rmtree(os.path.join(stored_dir, case.name), ignore_errors=True)
+            shutil.copytree(os.path.join(scratch, case.name), os.path.join(stored_dir, case.name))
+        if not args.only:
+            for name in os.listdir(stored_dir):
+                if name not in known:
+                    shutil.rmtree(os.path.join(stored_dir, name))
+        print(f"wrote {len(cases)} cases to {stored_dir}")
+    else:
+        print(f"{changed} new or changed; scratch copies in {scratch} (nothing written; use --write)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
