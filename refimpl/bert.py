@@ -232,9 +232,9 @@ def attention_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, num_heads: in
     heads = lambda part: ops.dense(x, w[f"attention/self/{part}/kernel"],  # noqa: E731
                                    w[f"attention/self/{part}/bias"]).reshape(B, F, num_heads, H)
     q, k, v = heads("query"), heads("key"), heads("value")
-    scores = np.einsum("BFNH,BTNH->BNFT", q, k) * x.dtype.type(1.0 / math.sqrt(H)) + mask_bias
+    scores = ops.einsum("BFNH,BTNH->BNFT", q, k) * x.dtype.type(1.0 / math.sqrt(H)) + mask_bias
     probs = ops.softmax(scores, axis=-1)
-    context = np.einsum("BNFT,BTNH->BFNH", probs, v).reshape(B, F, D)
+    context = ops.einsum("BNFT,BTNH->BFNH", probs, v).reshape(B, F, D)
     out = ops.dense(context, w["attention/output/dense/kernel"], w["attention/output/dense/bias"])
     if trace is not None:
         trace.update({f"{name}/scores": scores, f"{name}/prob": probs, name: out})
@@ -286,7 +286,10 @@ def nsp_logits(pooled: np.ndarray, w: dict) -> np.ndarray:
 
 # --- the model -----------------------------------------------------------------------------
 class BertOutput:
-    """Outputs of `forward`. Heads the checkpoint lacks raise ValueError when asked for."""
+    """Outputs of `forward`. Heads the checkpoint lacks raise ValueError when asked for.
+
+    `mlm_logits` is computed on first access (it is the costliest product of the model,
+    L x D x vocab), unless `forward` was given a trace, which records everything."""
 
     def __init__(self, sequence, pooled, mlm_logits, nsp_logits, source):
         self.sequence = sequence
@@ -303,6 +306,8 @@ class BertOutput:
 
     @property
     def mlm_logits(self) -> np.ndarray:
+        if callable(self._mlm):
+            self._mlm = self._mlm()
         return self._need(self._mlm, "masked-LM head", "cls/predictions/*")
 
     @property
@@ -365,7 +370,9 @@ def forward(model: Bert, token_ids, segment_ids=None, attention_mask=None, diale
     if m.pooler is not None:
         pooled = pooler(sequence, m.pooler)
     if m.mlm is not None:
-        mlm = mlm_logits(sequence, m.mlm, m.embeddings["word_embeddings"], m.config, d, trace)
+        def compute_mlm():
+            return mlm_logits(sequence, m.mlm, m.embeddings["word_embeddings"], m.config, d, trace)
+        mlm = compute_mlm() if trace is not None else compute_mlm
     if m.nsp is not None and pooled is not None:
         nsp = nsp_logits(pooled, m.nsp)
     if trace is not None:
@@ -374,7 +381,7 @@ def forward(model: Bert, token_ids, segment_ids=None, attention_mask=None, diale
         if pooled is not None:
             trace["NSP-Dense"] = pooled
         if mlm is not None:
-            trace["MLM-Sim"] = head(mlm)
+            trace["MLM-Sim"] = head(mlm)  # an array, not the deferred function, when tracing
         if nsp is not None:
             trace["NSP"] = head(nsp)
     return BertOutput(sequence, pooled, mlm, nsp, m.source)

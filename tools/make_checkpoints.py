@@ -53,7 +53,17 @@ STD = 0.3
 
 
 def _dense(rng, shape):
-    return rng.normal(0.0, STD, size=shape).astype(np.float32)
+    return rng.normal(0.0, rng.std, size=shape).astype(np.float32)
+
+
+class _Rng:
+    """A seeded generator whose normal() draws weights of the chosen std (float32)."""
+
+    def __init__(self, seed: int, std: float):
+        self.gen, self.std = np.random.default_rng(seed), std
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        return self.gen.normal(loc, scale, size=size)
 
 
 def _layer_norm(rng, prefix, width):
@@ -63,9 +73,9 @@ def _layer_norm(rng, prefix, width):
     }
 
 
-def bert_variables(config: dict, seed: int) -> dict[str, np.ndarray]:
+def bert_variables(config: dict, seed: int, std: float = STD) -> dict[str, np.ndarray]:
     """Every variable of an official BERT pre-training checkpoint (google-research/bert)."""
-    rng = np.random.default_rng(seed)
+    rng = _Rng(seed, std)
     h, i = config["hidden_size"], config["intermediate_size"]
     v = {
         "bert/embeddings/word_embeddings": _dense(rng, (config["vocab_size"], h)),
@@ -97,9 +107,9 @@ def bert_variables(config: dict, seed: int) -> dict[str, np.ndarray]:
     return v
 
 
-def xlnet_variables(config: dict, seed: int) -> dict[str, np.ndarray]:
+def xlnet_variables(config: dict, seed: int, std: float = STD) -> dict[str, np.ndarray]:
     """Every variable of an official XLNet pre-trained checkpoint (zihangdai/xlnet)."""
-    rng = np.random.default_rng(seed)
+    rng = _Rng(seed, std)
     d, n, dh, L = config["d_model"], config["n_head"], config["d_head"], config["n_layer"]
     bias_shape = (L, n, dh) if config["untie_r"] else (n, dh)
     t = "model/transformer"
