@@ -1,5 +1,7 @@
 """The `refimpl` command.
 
+  refimpl run [--model xlnet|bert] [--checkpoint DIR] [--tokens ..] [--segments ..] [--out F.npz]
+              [--plot-attention F.png] ...   run a model, print a per-layer table, check golden
   refimpl inspect PATH [--values NAME]        list a checkpoint's variables, or summarise one
   refimpl compare EXPECTED ACTUAL [--rtol R --atol A] [--allow-missing]
                                               compare named tensors (.npz or golden case folders)
@@ -54,6 +56,53 @@ def cmd_inspect(args, parser) -> int:
     return 0
 
 
+def cmd_run(args, parser) -> int:
+    from refimpl import run
+    golden_dir = golden.default_golden_dir()
+    default = run.DEFAULTS[args.model]
+    checkpoint_dir = args.checkpoint or os.path.join(golden_dir, run.DEFAULT_CHECKPOINTS[args.model])
+    try:
+        tokens = run.parse_ids(args.tokens or default.tokens, "--tokens")
+        segments_text = args.segments if args.segments is not None else (None if args.tokens else default.segments)
+        segments = None if segments_text is None else run.parse_ids(segments_text, "--segments")
+        if segments is not None and segments.shape != tokens.shape:
+            raise ValueError(f"--segments: shape {segments.shape} does not match --tokens {tokens.shape}")
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        options = {} if args.model == "bert" else {"attn_type": args.attn_type, "mem_len": args.mem_len}
+        if args.model == "bert" and (args.attn_type != "bi" or args.mem_len is not None):
+            raise ValueError("--attn-type and --mem-len apply to --model xlnet only")
+        inputs = {"token_ids": tokens, "segment_ids": segments}
+        tensors = run.named_tensors(args.model, checkpoint_dir, inputs, options, args.dialect, np.dtype(args.dtype))
+    except checkpoint.CheckpointError:
+        raise
+    except ValueError as e:  # bad input to the model: the message names the value
+        parser.error(str(e))
+    print(f"refimpl run: {args.model} {checkpoint_dir}, tokens {tokens.shape}, dialect {args.dialect}, "
+          f"{args.dtype}" + (f", attn_type {args.attn_type}" if args.model == "xlnet" else ""))
+    print(run.table(tensors, fine=args.all))
+    is_default = (args.tokens is None and args.segments is None and args.checkpoint is None
+                  and args.dialect == "tf" and args.attn_type == "bi" and args.mem_len is None)
+    if is_default:
+        print(run.golden_check(args.model, tensors, golden_dir))
+    else:
+        print("golden: not the default example, nothing to compare with (see refimpl compare)")
+    if args.out:
+        golden.write_npz(args.out, tensors)
+        print(f"wrote {len(tensors)} tensors to {args.out}")
+    if args.plot_attention:
+        labels = [str(t) for t in tokens[0]]
+        try:
+            run.plot_attention(tensors, args.plot_attention,
+                               f"{args.model} attention probabilities (batch item 0), {os.path.basename(checkpoint_dir)}",
+                               labels)
+        except ValueError as e:
+            parser.error(str(e))
+        print(f"wrote attention plot to {args.plot_attention}")
+    return 0
+
+
 def cmd_compare(args, parser) -> int:
     try:
         expected, tolerances = golden.read_tensors(args.expected)
@@ -105,6 +154,22 @@ def cmd_golden_verify(args, parser) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refimpl", description="NumPy reference of BERT and XLNet.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    runp = sub.add_parser("run", help="run a model on an example; per-layer table; golden check",
+                          description="Run XLNet or BERT on a small example (default: the shipped "
+                          "xlnet-tiny on a fixed example, checked against its golden case).")
+    runp.add_argument("--model", choices=["xlnet", "bert"], default="xlnet")
+    runp.add_argument("--checkpoint", metavar="DIR", help="model directory (default: the shipped tiny one)")
+    runp.add_argument("--tokens", help='token ids, e.g. "17 25 33" (rows separated by ";")')
+    runp.add_argument("--segments", help="segment ids, same shape as --tokens (default: all 0)")
+    runp.add_argument("--attn-type", choices=["bi", "uni"], default="bi", help="XLNet attention type")
+    runp.add_argument("--mem-len", type=int, metavar="N", help="XLNet: memory length to return")
+    runp.add_argument("--dialect", choices=["tf", "keras", "hf"], default="tf")
+    runp.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    runp.add_argument("--out", metavar="FILE.npz", help="write every named tensor (network order)")
+    runp.add_argument("--plot-attention", metavar="FILE.png", help="heatmaps of attention (needs [plot])")
+    runp.add_argument("--all", action="store_true", help="list the finer tensors (scores, probabilities) too")
+    runp.set_defaults(func=cmd_run)
+
     inspect = sub.add_parser("inspect", help="list a TensorFlow checkpoint's variables")
     inspect.add_argument("path", help="checkpoint prefix (.../model.ckpt), .index file or directory")
     inspect.add_argument("--values", metavar="NAME", help="summarise the values of one variable")

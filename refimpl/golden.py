@@ -236,18 +236,9 @@ def compare(expected: dict, actual: dict, tolerances: dict | None = None, rtol=N
 
 # --- recomputing a case with the reference -------------------------------------------------
 def _run_bert(case: dict, inputs: dict, golden_dir: str) -> dict:
-    from refimpl import bert
-    model = bert.load(os.path.join(golden_dir, case["checkpoint"]))
-    trace: dict = {}
-    out = bert.forward(model, inputs["token_ids"], inputs.get("segment_ids"), inputs.get("attention_mask"),
-                       dialect=case["dialect"], dtype=np.dtype(case["dtype"]), trace=trace)
-    outputs = {**trace, "sequence": out.sequence}
-    for name in ("pooled", "mlm_logits", "nsp_logits"):
-        try:
-            outputs[name] = getattr(out, name)
-        except ValueError:  # the checkpoint has no such head
-            pass
-    return outputs
+    from refimpl import run
+    return run.named_tensors("bert", os.path.join(golden_dir, case["checkpoint"]), inputs,
+                             case["options"], case["dialect"], np.dtype(case["dtype"]))
 
 
 def _run_pos_embd(case: dict, inputs: dict, golden_dir: str) -> dict:

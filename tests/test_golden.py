@@ -183,3 +183,35 @@ def test_case_json_records_provenance():
         if case["checkpoint"]:
             assert case["checkpoint_sha256"]
         json.dumps(case)
+
+
+# --- refimpl run ---------------------------------------------------------------------------
+def test_run_bert_default_matches_golden(tmp_path):
+    r = refimpl("run", "--model", "bert", "--out", tmp_path / "all.npz", "--plot-attention", tmp_path / "att.png")
+    assert r.returncode == 0, r.stderr
+    assert "golden: matches case bert-run-default" in r.stdout
+    assert "Encoder-3-FeedForward-Norm" in r.stdout and "max |x|" in r.stdout
+    written = golden.read_npz(str(tmp_path / "all.npz"))
+    assert "Encoder-1-MultiHeadSelfAttention/prob" in written and written["sequence"].shape == (1, 10, 32)
+    png = (tmp_path / "att.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    r = refimpl("run", "--model", "bert", "--dtype", "float32")
+    assert r.returncode == 0 and "golden: matches case bert-run-default" in r.stdout
+
+
+def test_run_with_other_tokens_says_there_is_no_golden():
+    r = refimpl("run", "--model", "bert", "--tokens", "2 5 6 3; 2 7 8 3", "--segments", "0 0 1 1; 0 0 1 1")
+    assert r.returncode == 0, r.stderr
+    assert "tokens (2, 4)" in r.stdout and "not the default example" in r.stdout
+
+
+def test_run_bad_arguments():
+    for args, message in ((["--model", "bert", "--tokens", "1 x"], "--tokens: 'x' is not an integer"),
+                          (["--model", "bert", "--tokens", "1 2; 3"], "rows have different lengths"),
+                          (["--model", "bert", "--tokens", "1 2", "--segments", "0"], "does not match --tokens"),
+                          (["--model", "bert", "--tokens", "1 200"], "token id 200 is out of range"),
+                          (["--model", "bert", "--attn-type", "uni"], "apply to --model xlnet only"),
+                          (["--model", "gpt"], "invalid choice")):
+        r = refimpl("run", *args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert message in r.stderr, (args, r.stderr)

@@ -71,7 +71,20 @@ def bert_tokens(batch, length, real_lengths=None, split=None, vocab=100):
     return make
 
 
+def run_default(model):
+    """The example `refimpl run --model MODEL` uses by default (checked against this case)."""
+    from refimpl import run
+
+    def make(rng):
+        example = run.DEFAULTS[model]
+        return {"token_ids": run.parse_ids(example.tokens, "tokens"),
+                "segment_ids": run.parse_ids(example.segments, "segments")}
+    return make
+
+
 BERT_CASES = [
+    Case("bert-run-default", "bert", run_default("bert"), checkpoint="checkpoints/bert-tiny",
+         description="the default example of `refimpl run --model bert`"),
     Case("bert-plain", "bert", bert_tokens(1, 8, split=[0]), checkpoint="checkpoints/bert-tiny",
          description="one unpadded sequence, one segment"),
     Case("bert-padding-two-segments", "bert", bert_tokens(3, 12, real_lengths=[12, 9, 4], split=[5, 4, 2]),
@@ -150,7 +163,8 @@ def anchor_bert(case: Case, inputs: dict, outputs: dict) -> dict:
         outs = [o[0] if isinstance(o, list) else o for o in outs]
         _KERAS_BERT[seq_len] = (names, keras.Model(model.inputs, outs))
     names, sub = _KERAS_BERT[seq_len]
-    if not np.array_equal(inputs["attention_mask"], (tokens != 0).astype(inputs["attention_mask"].dtype)):
+    mask = inputs.get("attention_mask", np.ones_like(tokens))
+    if not np.array_equal(mask, (tokens != 0).astype(mask.dtype)):
         raise ValueError(f"{case.name}: keras-bert derives its mask from token id 0; pad with 0")
     keras_out = dict(zip(names, sub.predict([tokens, inputs["segment_ids"], np.zeros_like(tokens)], verbose=0)))
     if case.dialect == "keras":
