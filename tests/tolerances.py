@@ -23,6 +23,19 @@ TOLERANCES = {
     # Identities that hold exactly in exact arithmetic, computed two ways in float64
     # (e.g. one-hot matmul vs gather, padding invariance): summation order only.
     "float64-identity": (1e-12, 1e-12),
+    # XLNet, refimpl (float32 or float64) vs a whole keras-xlnet model (TF float32), EVERY traced
+    # layer: besides LayerNorm outputs of O(1) that includes the pre-LayerNorm residual sums and
+    # FFN outputs of magnitude up to ~30 (std-0.3 weights, 3 layers, two streams, memory).
+    # Measured at rtol 1e-5: largest remaining abs error 2.5e-5 over 25 seeds x 3 configurations
+    # x 3 segments x both dtypes, but one Hypothesis seed (1269, xlnet-tiny, in_train_phase, bi,
+    # memory 7) reached 7.1e-5 on a query-stream FeedForward-3 value of 1.57 in float32: the
+    # anchor's float32 rounding amplified through the last LayerNorm. atol 1e-4 covers it (1.4x);
+    # the op-level tests (tolerance "keras-op") stay tight.
+    "xlnet-keras-model": (1e-5, 1e-4),
+    # XLNet, refimpl float32 vs float64 on EVERY traced intermediate, not just outputs: raw
+    # attention scores (ac, bd, ef before scaling) and residual sums reach ~30, so float32
+    # rounding leaves abs errors of ~3e-5 even where a value cancels to near 0.
+    "xlnet-float32-intermediate": (1e-4, 1e-4),
 }
 
 

@@ -1,0 +1,179 @@
+"""Relative multi-head attention, one stream or two, after zihangdai/xlnet modeling.py.
+
+Axis legend: b batch, i query position, j key position (memory first, then the segment),
+r relative-position row, m prediction target, l sequence position, n head, d head dim,
+s segment relation (0 same, 1 different), D model width, I inner width.
+Arrays are batch-major; the original is time-major ([i, b, ...]) with the same math.
+Masks are boolean (b, i, j): True = query i may NOT attend key j.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from refimpl import ops
+from refimpl.xlnet.positions import rel_shift
+
+KERAS_EPSILON = 1e-7  # K.epsilon(), added to the softmax denominator by keras-xlnet
+MASKED_SCORE = 1e30  # subtracted from masked scores by the original (65500 in float16)
+QUERY = "/query"  # trace-name suffix of the query stream: Attention-1/query, ...
+
+
+def head_projection(h: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """No bias: (b, l, D), (D, n, d) -> (b, l, n, d)."""
+    return np.einsum("blD,Dnd->blnd", h, kernel, optimize=True)
+
+
+def segment_matrix(segment_ids: np.ndarray, mlen: int, dtype) -> np.ndarray:
+    """One-hot of "key j is in another segment than query i", memory counting as segment 0:
+    (b, i) ints -> (b, i, j, 2) with j = mlen + i."""
+    cat_ids = np.concatenate([np.zeros((segment_ids.shape[0], mlen), segment_ids.dtype),
+                              segment_ids], axis=1)
+    different = segment_ids[:, :, None] != cat_ids[:, None, :]
+    return np.stack([~different, different], axis=-1).astype(dtype)
+
+
+def attention_masks(bsz: int, qlen: int, mlen: int, input_mask: np.ndarray | None,
+                    perm_mask: np.ndarray | None, attn_type: str, padded_self_visible: bool,
+                    query_excludes_self: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(content mask, query mask), each (b, i, j) bool, True = blocked; memory never blocked.
+
+    input_mask (b, l): True = padding, applied to keys. perm_mask (b, i, l): True = blocked.
+    "uni" blocks keys after the query (_create_mask). The content stream always sees its own
+    position, where padded_self_visible (TF's (mask - eye) > 0) even a padded one; the query
+    stream uses the mask as is, plus the diagonal when query_excludes_self (keras-xlnet)."""
+    blocked = np.zeros((bsz, qlen, qlen), bool)
+    if perm_mask is not None:
+        blocked |= perm_mask
+    if attn_type == "uni":
+        blocked |= np.triu(np.ones((qlen, qlen), bool), k=1)[None]
+    pad = np.zeros((bsz, 1, qlen), bool) if input_mask is None else input_mask[:, None, :]
+    eye = np.eye(qlen, dtype=bool)[None]
+    if padded_self_visible:
+        content = (blocked | pad) & ~eye
+    else:
+        content = (blocked & ~eye) | pad
+    query = blocked | pad | eye if query_excludes_self else blocked | pad
+    mems = np.zeros((bsz, qlen, mlen), bool)
+    return np.concatenate([mems, content], axis=2), np.concatenate([mems, query], axis=2)
+
+
+def softmax_additive(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """TF / transformers: softmax(score - 1e30 * mask); a fully masked row becomes uniform.
+    (b, n, i, j), (b, 1, i, j) bool -> (b, n, i, j)."""
+    return ops.softmax(score - score.dtype.type(MASKED_SCORE) * mask.astype(score.dtype), axis=-1)
+
+
+def softmax_keras(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """keras-xlnet: exp(score - max over ALL keys, masked ones included) * allowed, divided by
+    (sum + 1e-7); a fully masked row becomes zeros, a row whose visible scores are far below the
+    masked maximum gets a sum < 1. (b, n, i, j), (b, 1, i, j) bool -> (b, n, i, j)."""
+    e = np.exp(score - score.max(axis=-1, keepdims=True)) * (~mask).astype(score.dtype)
+    return e / (e.sum(axis=-1, keepdims=True) + score.dtype.type(KERAS_EPSILON))
+
+
+def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_bias, r_r_bias,
+                  r_s_bias, attn_mask, xlnet_mask: str, trace: dict | None = None,
+                  layer: int = 1, stream: str = "") -> np.ndarray:
+    """Scores ac + bd + ef, scaled, masked, softmax, weighted values:
+    q (b, i, n, d), k and v (b, j, n, d), k_r (b, r, n, d), seg_embed (2, n, d) or None,
+    seg_mat (b, i, j, 2) or None, biases (n, d), mask (b, i, j) bool -> (b, i, n, d)."""
+    scale = q_head.dtype.type(1.0 / math.sqrt(q_head.shape[-1]))
+    ac = np.einsum("bind,bjnd->bnij", q_head + r_w_bias, k_head_h, optimize=True)
+    assert attn_mask.shape == (ac.shape[0],) + ac.shape[2:], (attn_mask.shape, ac.shape)
+    bd = np.einsum("bind,brnd->bnir", q_head + r_r_bias, k_head_r, optimize=True)
+    bd = rel_shift(bd, klen=ac.shape[-1])
+    score = ac + bd
+    if seg_mat is not None:
+        ef = np.einsum("bind,snd->bnis", q_head + r_s_bias, seg_embed, optimize=True)
+        ef = np.einsum("bijs,bnis->bnij", seg_mat, ef, optimize=True)
+        score = score + ef
+    score = score * scale
+    if xlnet_mask not in ("keras", "additive"):
+        raise ValueError(f"unknown xlnet_mask {xlnet_mask!r}; expected 'additive' or 'keras'")
+    softmax = softmax_keras if xlnet_mask == "keras" else softmax_additive
+    attn_prob = softmax(score, attn_mask[:, None])
+    attn_vec = np.einsum("bnij,bjnd->bind", attn_prob, v_head_h, optimize=True)
+    if trace is not None:
+        name = f"Attention-{layer}{stream}"
+        trace.update({f"{name}/ac": ac, f"{name}/bd": bd, f"{name}/prob": attn_prob})
+        if seg_mat is not None:
+            trace[f"{name}/ef"] = ef
+    return attn_vec
+
+
+def post_attention(h: np.ndarray, attn_vec: np.ndarray, w: dict, eps: float,
+                   trace: dict | None = None, layer: int = 1, stream: str = "") -> np.ndarray:
+    """Output projection (o applied transposed), residual, LayerNorm:
+    (b, i, D), (b, i, n, d) -> (b, i, D). Traces Attention-<layer> (the projection),
+    Attention-Residual-<layer>, Attention-Normal-<layer>, each with the stream suffix."""
+    attn_out = np.einsum("bind,Dnd->biD", attn_vec, w["rel_attn/o/kernel"], optimize=True)
+    residual = attn_out + h
+    output = ops.layer_norm(residual, w["rel_attn/LayerNorm/gamma"], w["rel_attn/LayerNorm/beta"],
+                            eps)
+    if trace is not None:
+        trace.update({f"Attention-{layer}{stream}": attn_out,
+                      f"Attention-Residual-{layer}{stream}": residual,
+                      f"Attention-Normal-{layer}{stream}": output})
+    return output
+
+
+def positionwise_ffn(inp: np.ndarray, w: dict, activation, eps: float,
+                     trace: dict | None = None, layer: int = 1, stream: str = "") -> np.ndarray:
+    """LayerNorm(inp + layer_2(activation(layer_1(inp)))): (b, l, D) -> (b, l, D).
+    Traces FeedForward-<layer> (before the residual), FeedForward-Residual-<layer> and
+    FeedForward-Normal-<layer>, each with the stream suffix."""
+    hidden = activation(ops.dense(inp, w["ff/layer_1/kernel"], w["ff/layer_1/bias"]))
+    out = ops.dense(hidden, w["ff/layer_2/kernel"], w["ff/layer_2/bias"])
+    residual = out + inp
+    output = ops.layer_norm(residual, w["ff/LayerNorm/gamma"], w["ff/LayerNorm/beta"], eps)
+    if trace is not None:
+        trace.update({f"FeedForward-{layer}{stream}": out,
+                      f"FeedForward-Residual-{layer}{stream}": residual,
+                      f"FeedForward-Normal-{layer}{stream}": output})
+    return output
+
+
+def rel_multihead_attn(h, r, mems, w, r_w_bias, r_r_bias, seg_mat, r_s_bias, seg_embed,
+                       attn_mask, xlnet_mask: str, eps: float, trace: dict | None = None,
+                       layer: int = 1) -> np.ndarray:
+    """Content stream of one layer: h (b, i, D), r (b, r, D), mems (b, mlen, D) ->
+    LayerNorm(h + attention) (b, i, D)."""
+    cat = np.concatenate([mems, h], axis=1)
+    q_head_h = head_projection(h, w["rel_attn/q/kernel"])
+    k_head_h = head_projection(cat, w["rel_attn/k/kernel"])
+    v_head_h = head_projection(cat, w["rel_attn/v/kernel"])
+    k_head_r = head_projection(r, w["rel_attn/r/kernel"])
+    attn_vec = rel_attn_core(q_head_h, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
+                             r_w_bias, r_r_bias, r_s_bias, attn_mask, xlnet_mask, trace, layer)
+    return post_attention(h, attn_vec, w, eps, trace, layer)
+
+
+def two_stream_rel_attn(h, g, r, mems, w, r_w_bias, r_r_bias, seg_mat, r_s_bias, seg_embed,
+                        attn_mask_h, attn_mask_g, target_mapping, xlnet_mask: str, eps: float,
+                        trace: dict | None = None, layer: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Content stream h (b, i, D) and query stream g: (b, m, D) with target_mapping (b, m, l),
+    else (b, i, D). Keys, values and k_r come from h; both streams share q, o and LayerNorm.
+    With target_mapping the query heads are scattered to their positions, attended, and
+    gathered back. -> (h (b, i, D), g like its input)."""
+    cat = np.concatenate([mems, h], axis=1)
+    k_head_h = head_projection(cat, w["rel_attn/k/kernel"])
+    v_head_h = head_projection(cat, w["rel_attn/v/kernel"])
+    k_head_r = head_projection(r, w["rel_attn/r/kernel"])
+
+    q_head_h = head_projection(h, w["rel_attn/q/kernel"])
+    attn_vec_h = rel_attn_core(q_head_h, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
+                               r_w_bias, r_r_bias, r_s_bias, attn_mask_h, xlnet_mask, trace, layer)
+    output_h = post_attention(h, attn_vec_h, w, eps, trace, layer)
+
+    q_head_g = head_projection(g, w["rel_attn/q/kernel"])
+    if target_mapping is not None:
+        q_head_g = np.einsum("bmnd,bml->blnd", q_head_g, target_mapping, optimize=True)
+    attn_vec_g = rel_attn_core(q_head_g, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
+                               r_w_bias, r_r_bias, r_s_bias, attn_mask_g, xlnet_mask, trace,
+                               layer, QUERY)
+    if target_mapping is not None:
+        attn_vec_g = np.einsum("blnd,bml->bmnd", attn_vec_g, target_mapping, optimize=True)
+    output_g = post_attention(g, attn_vec_g, w, eps, trace, layer, QUERY)
+    return output_h, output_g
