@@ -255,8 +255,23 @@ def _run_pos_embd(case: dict, inputs: dict, golden_dir: str) -> dict:
 
 
 def _run_xlnet(case: dict, inputs: dict, golden_dir: str) -> dict:
-    from refimpl import xlnet_cases
-    return xlnet_cases.run(case, inputs, golden_dir)
+    """One forward, or with option "segments": S, S consecutive segments (inputs stacked on a
+    leading axis), each taking the previous one's mems; names then get a "segment-<s>/" prefix."""
+    from refimpl import run
+    options = dict(case["options"])
+    segments = options.pop("segments", None)
+    checkpoint_dir = os.path.join(golden_dir, case["checkpoint"])
+    dtype = np.dtype(case["dtype"])
+    if segments is None:
+        return run.named_tensors("xlnet", checkpoint_dir, inputs, options, case["dialect"], dtype)
+    outputs, mems = {}, None
+    for s in range(segments):
+        step = {name: value[s] for name, value in inputs.items()}
+        tensors = run.named_tensors("xlnet", checkpoint_dir, {**step, "mems": mems}, options,
+                                    case["dialect"], dtype)
+        mems = [tensors[name] for name in tensors if name.startswith("mems/")] or None
+        outputs.update({f"segment-{s}/{name}": value for name, value in tensors.items()})
+    return outputs
 
 
 RUNNERS = {"bert": _run_bert, "pos_embd": _run_pos_embd, "xlnet": _run_xlnet}

@@ -183,6 +183,9 @@ IDS = np.arange(B * L).reshape(B, L) + 10
     (dict(dialect="torch"), r"unknown dialect 'torch'"),
     (dict(dtype=np.float16), r"dtype must be float32 or float64, got float16"),
     (dict(mem_len=2.5), r"mem_len 2.5: expected None or an integer"),
+    (dict(mem_len=-1), r"mem_len -1: expected None or an integer >= 0"),
+    (dict(reuse_len=-2), r"reuse_len -2: expected None or an integer >= 0"),
+    (dict(clamp_len=-3), r"clamp_len -3: expected None or an integer >= 0"),
     (dict(reuse_len="2"), r"reuse_len '2': expected None or an integer"),
     (dict(clamp_len=1.5), r"clamp_len 1.5: expected None or an integer"),
 ])

@@ -37,8 +37,8 @@ def _zero_one(x, name: str, shape: tuple, shape_text: str) -> np.ndarray:
 def _optional_int(value, name: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} {value!r}: expected None or an integer")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} {value!r}: expected None or an integer >= 0")
     return int(value)
 
 
