@@ -232,9 +232,11 @@ def attention_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, num_heads: in
     heads = lambda part: ops.dense(x, w[f"attention/self/{part}/kernel"],  # noqa: E731
                                    w[f"attention/self/{part}/bias"]).reshape(B, F, num_heads, H)
     q, k, v = heads("query"), heads("key"), heads("value")
-    scores = ops.einsum("BFNH,BTNH->BNFT", q, k) * x.dtype.type(1.0 / math.sqrt(H)) + mask_bias
+    scores = ops.attention_scores(q, k)  # einsum BFNH,BTNH->BNFT
+    scores *= x.dtype.type(1.0 / math.sqrt(H))
+    scores += mask_bias
     probs = ops.softmax(scores, axis=-1)
-    context = ops.einsum("BNFT,BTNH->BFNH", probs, v).reshape(B, F, D)
+    context = ops.attention_values(probs, v).reshape(B, F, D)  # einsum BNFT,BTNH->BFNH
     out = ops.dense(context, w["attention/output/dense/kernel"], w["attention/output/dense/bias"])
     if trace is not None:
         trace.update({f"{name}/scores": scores, f"{name}/prob": probs, name: out})

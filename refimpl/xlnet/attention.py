@@ -61,16 +61,21 @@ def attention_masks(bsz: int, qlen: int, mlen: int, input_mask: np.ndarray | Non
 
 def softmax_additive(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """TF / transformers: softmax(score - 1e30 * mask); a fully masked row becomes uniform.
-    (b, n, i, j), (b, 1, i, j) bool -> (b, n, i, j)."""
-    return ops.softmax(score - score.dtype.type(MASKED_SCORE) * mask.astype(score.dtype), axis=-1)
+    (b, n, i, j), (b, 1, i, j) bool -> (b, n, i, j). Overwrites `score` (a scratch array)."""
+    score -= score.dtype.type(MASKED_SCORE) * mask.astype(score.dtype)
+    return ops.softmax(score, axis=-1, inplace=True)
 
 
 def softmax_keras(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """keras-xlnet: exp(score - max over ALL keys, masked ones included) * allowed, divided by
     (sum + 1e-7); a fully masked row becomes zeros, a row whose visible scores are far below the
-    masked maximum gets a sum < 1. (b, n, i, j), (b, 1, i, j) bool -> (b, n, i, j)."""
-    e = np.exp(score - score.max(axis=-1, keepdims=True)) * (~mask).astype(score.dtype)
-    return e / (e.sum(axis=-1, keepdims=True) + score.dtype.type(KERAS_EPSILON))
+    masked maximum gets a sum < 1. (b, n, i, j), (b, 1, i, j) bool -> (b, n, i, j).
+    Overwrites `score` (a scratch array)."""
+    score -= score.max(axis=-1, keepdims=True)
+    e = np.exp(score, out=score)
+    e *= (~mask).astype(score.dtype)
+    e /= e.sum(axis=-1, keepdims=True) + score.dtype.type(KERAS_EPSILON)
+    return e
 
 
 def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_bias, r_r_bias,
@@ -79,22 +84,22 @@ def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_
     """Scores ac + bd + ef, scaled, masked, softmax, weighted values:
     q (b, i, n, d), k and v (b, j, n, d), k_r (b, r, n, d), seg_embed (2, n, d) or None,
     seg_mat (b, i, j, 2) or None, biases (n, d), mask (b, i, j) bool -> (b, i, n, d)."""
+    if xlnet_mask not in ("keras", "additive"):
+        raise ValueError(f"unknown xlnet_mask {xlnet_mask!r}; expected 'additive' or 'keras'")
     scale = q_head.dtype.type(1.0 / math.sqrt(q_head.shape[-1]))
-    ac = np.einsum("bind,bjnd->bnij", q_head + r_w_bias, k_head_h, optimize=True)
+    ac = ops.attention_scores(q_head + r_w_bias, k_head_h)  # einsum bind,bjnd->bnij
     assert attn_mask.shape == (ac.shape[0],) + ac.shape[2:], (attn_mask.shape, ac.shape)
-    bd = np.einsum("bind,brnd->bnir", q_head + r_r_bias, k_head_r, optimize=True)
+    bd = ops.attention_scores(q_head + r_r_bias, k_head_r)  # einsum bind,brnd->bnir
     bd = rel_shift(bd, klen=ac.shape[-1])
-    score = ac + bd
+    score = ac + bd  # a new array: ac and bd are kept (traced); score is scratch from here on
     if seg_mat is not None:
         ef = np.einsum("bind,snd->bnis", q_head + r_s_bias, seg_embed, optimize=True)
         ef = np.einsum("bijs,bnis->bnij", seg_mat, ef, optimize=True)
-        score = score + ef
-    score = score * scale
-    if xlnet_mask not in ("keras", "additive"):
-        raise ValueError(f"unknown xlnet_mask {xlnet_mask!r}; expected 'additive' or 'keras'")
+        score += ef
+    score *= scale
     softmax = softmax_keras if xlnet_mask == "keras" else softmax_additive
     attn_prob = softmax(score, attn_mask[:, None])
-    attn_vec = np.einsum("bnij,bjnd->bind", attn_prob, v_head_h, optimize=True)
+    attn_vec = ops.attention_values(attn_prob, v_head_h)  # einsum bnij,bjnd->bind
     if trace is not None:
         name = f"Attention-{layer}{stream}"
         trace.update({f"{name}/ac": ac, f"{name}/bd": bd, f"{name}/prob": attn_prob})

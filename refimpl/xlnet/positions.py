@@ -66,8 +66,15 @@ def rel_shift(x: np.ndarray, klen: int) -> np.ndarray:
     The original's reshape trick, kept exactly (also where keys are masked): view the (i, r)
     block as (r, i), drop its first row, view it as (i, r - 1), keep klen columns. Then
     out[i, j] = x[i, j + qlen - i] wherever 0 <= j + qlen - i < r, i.e. key j gets the row of
-    distance (i + mlen) - j."""
+    distance (i + mlen) - j; elsewhere (masked keys in "uni") it reads on into row i + 1.
+
+    In flat terms out[i, j] = flat[qlen + i * (r - 1) + j]: a strided view of x, built here
+    without copying (the reshape of the sliced view would copy all of x)."""
     b, n, qlen, r = x.shape
     assert r > klen, f"{r} relative positions for {klen} keys: expected at least klen + 1"
-    x = x.reshape(b, n, r, qlen)[:, :, 1:, :]
-    return x.reshape(b, n, qlen, r - 1)[..., :klen]
+    x = np.ascontiguousarray(x)
+    flat = x.reshape(b, n, qlen * r)[:, :, qlen:]  # drop the first (r, i) row: a view
+    step = x.strides[-1]
+    return np.lib.stride_tricks.as_strided(flat, shape=(b, n, qlen, klen),
+                                           strides=(x.strides[0], x.strides[1], (r - 1) * step, step),
+                                           writeable=False)
