@@ -212,11 +212,14 @@ def embedding_postprocessor(word: np.ndarray, token_type_ids: np.ndarray, w: dic
     return out
 
 
-def attention_mask_bias(mask: np.ndarray, dialect: dialects.Dialect, dtype) -> np.ndarray:
-    """Additive bias for padded keys: (B, T) 1 = attend, 0 = padding -> (B, 1, 1, T).
+def attention_mask_bias(mask: np.ndarray, dialect: dialects.Dialect, dtype) -> np.ndarray | None:
+    """Additive bias for padded keys: (B, T) 1 = attend, 0 = padding -> (B, 1, 1, T), or None
+    when no key is padded (adding zeros would change nothing).
 
     -10000 (TF, Keras): a fully padded row then attends as if unmasked (all scores shift by the
     same amount). finfo.min (transformers): a fully padded row becomes uniform."""
+    if mask.all():
+        return None
     blocked = dtype.type(1.0) - mask.astype(dtype)
     return (blocked * dialect.bert_mask_value(dtype))[:, None, None, :]
 
@@ -234,8 +237,9 @@ def attention_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, num_heads: in
     q, k, v = heads("query"), heads("key"), heads("value")
     scores = ops.attention_scores(q, k)  # einsum BFNH,BTNH->BNFT
     scores *= x.dtype.type(1.0 / math.sqrt(H))
-    scores += mask_bias
-    probs = ops.softmax(scores, axis=-1)
+    if mask_bias is not None:
+        scores += mask_bias
+    probs = ops.softmax(scores, axis=-1, inplace=trace is None)  # scores is scratch unless traced
     context = ops.attention_values(probs, v).reshape(B, F, D)  # einsum BNFT,BTNH->BFNH
     out = ops.dense(context, w["attention/output/dense/kernel"], w["attention/output/dense/bias"])
     if trace is not None:

@@ -129,13 +129,16 @@ def step():
 from refimpl import xlnet
 m = xlnet.load(model_dir)
 tokens = rng.integers(6, 32000, (1, length))
+segments = np.zeros((1, length), np.int64)  # keras-xlnet always computes the segment term too
 dtype = np.dtype(kind.split(":")[1])
 attn = "uni" if mem else "bi"
 mems = None
 if mem:  # the memory a previous segment of `mem` tokens leaves behind
-    mems = xlnet.forward(m, rng.integers(6, 32000, (1, mem)), attn_type=attn, mem_len=mem, dtype=dtype).mems
+    mems = xlnet.forward(m, rng.integers(6, 32000, (1, mem)), np.zeros((1, mem), np.int64),
+                         attn_type=attn, mem_len=mem, dtype=dtype).mems
 def step():
-    return xlnet.forward(m, tokens, mems=mems, attn_type=attn, mem_len=mem or None, dtype=dtype).content
+    return xlnet.forward(m, tokens, segments, mems=mems, attn_type=attn, mem_len=mem or None,
+                         dtype=dtype).content
 """,
     "keras-xlnet": """
 import keras_shims; keras_shims.apply()

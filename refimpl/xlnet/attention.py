@@ -62,7 +62,8 @@ def attention_masks(bsz: int, qlen: int, mlen: int, input_mask: np.ndarray | Non
 def softmax_additive(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """TF / transformers: softmax(score - 1e30 * mask); a fully masked row becomes uniform.
     (b, n, i, j), (b, 1, i, j) bool -> (b, n, i, j). Overwrites `score` (a scratch array)."""
-    score -= score.dtype.type(MASKED_SCORE) * mask.astype(score.dtype)
+    if mask.any():  # (subtracting zeros would change nothing)
+        score -= score.dtype.type(MASKED_SCORE) * mask.astype(score.dtype)
     return ops.softmax(score, axis=-1, inplace=True)
 
 
@@ -91,7 +92,8 @@ def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_
     assert attn_mask.shape == (ac.shape[0],) + ac.shape[2:], (attn_mask.shape, ac.shape)
     bd = ops.attention_scores(q_head + r_r_bias, k_head_r)  # einsum bind,brnd->bnir
     bd = rel_shift(bd, klen=ac.shape[-1])
-    score = ac + bd  # a new array: ac and bd are kept (traced); score is scratch from here on
+    # score is scratch from here on: a new array when ac is traced, else ac itself
+    score = ac + bd if trace is not None else np.add(ac, bd, out=ac)
     if seg_mat is not None:
         ef = np.einsum("bind,snd->bnis", q_head + r_s_bias, seg_embed, optimize=True)
         ef = np.einsum("bijs,bnis->bnij", seg_mat, ef, optimize=True)
