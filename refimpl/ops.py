@@ -63,9 +63,12 @@ def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -
     tf.contrib layer_norm computes the same value as x * rsqrt(var + eps) * gamma + (beta -
     mean * rsqrt(var + eps) * gamma), equal up to rounding."""
     mean = x.mean(axis=-1, keepdims=True)
-    centered = x - mean
-    var = (centered * centered).mean(axis=-1, keepdims=True)
-    return centered / np.sqrt(var + x.dtype.type(eps)) * gamma + beta
+    out = x - mean
+    var = (out * out).mean(axis=-1, keepdims=True)
+    out /= np.sqrt(var + x.dtype.type(eps))  # in place: the same numbers, fewer temporaries
+    out *= gamma
+    out += beta
+    return out
 
 
 def dense(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:

@@ -97,7 +97,7 @@ sys.path.insert(0, {root!r}); sys.path.insert(0, os.path.join({root!r}, "tests")
 kind, model_dir, length, mem = {kind!r}, {model_dir!r}, {length}, {mem}
 rng = np.random.default_rng(0)
 {setup}
-step()  # warm-up (also fills keras-xlnet's memory)
+step(); step()  # warm-up (also fills keras-xlnet's memory)
 print("ready", flush=True)
 for line in sys.stdin:
     if line.strip() == "run":
@@ -153,12 +153,23 @@ def step():
 }
 
 
+# glibc returns freed memory to the OS when the top of the heap holds more than
+# MALLOC_TRIM_THRESHOLD_ (by default twice a threshold that adapts up to 32 MB), and maps larger
+# arrays afresh: NumPy's per-layer temporaries (XLNet-base L=512: up to 25 MB each) are then
+# page-faulted in again in every layer. TensorFlow keeps its own memory pool. These two standard
+# glibc variables make malloc keep the memory; the "+malloc" contender runs with them.
+MALLOC_KEEP = {"MALLOC_TRIM_THRESHOLD_": "2000000000", "MALLOC_MMAP_THRESHOLD_": "1000000000"}
+
+
 class Worker:
     def __init__(self, kind: str, model_dir: str, length: int, mem: int = 0):
-        setup = SETUPS[kind.split(":")[0]]
-        src = WORKER.format(root=ROOT, kind=kind, model_dir=model_dir, length=length, mem=mem, setup=setup)
+        base = kind.split(":")[0]
+        setup = SETUPS[base]
+        src = WORKER.format(root=ROOT, kind=kind.replace("+malloc", ""), model_dir=model_dir,
+                            length=length, mem=mem, setup=setup)
+        env = {**os.environ, **(MALLOC_KEEP if kind.endswith("+malloc") else {})}
         self.proc = subprocess.Popen([sys.executable, "-c", src], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                                     stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
         self._expect("ready")
 
     def _expect(self, word):
@@ -195,11 +206,15 @@ def bench_forward(args) -> None:
                ("XLNet-base uni mem 512", "xlnet", xlnet_dir, 512, 512)]
     if args.quick:
         configs = [c for c in configs if c[3] == 128]
+    if args.filter:
+        configs = [c for c in configs if args.filter.lower() in f"{c[0]} {c[3]}".lower()]
     print(f"machine: {os.cpu_count()} cores; BLAS: {blas_info()}")
     print(f"forward, batch 1, median of {args.repeats} calls per contender, contenders called in turn")
-    print(f"{'model':<24} {'L':>4} {'contender':<18} {'median s':>9} {'vs keras':>9} {'peak RSS MiB':>13}")
+    print(f"{'model':<24} {'L':>4} {'contender':<24} {'median s':>9} {'vs keras':>9} {'peak RSS MiB':>13}")
+    print(f"('+malloc': run with {' '.join(f'{k}={v}' for k, v in MALLOC_KEEP.items())})")
     for title, family, directory, length, mem in configs:
-        kinds = [f"refimpl-{family}:float32", f"refimpl-{family}:float64", f"keras-{family}"]
+        kinds = [f"refimpl-{family}:float32", f"refimpl-{family}:float32+malloc",
+                 f"refimpl-{family}:float64", f"refimpl-{family}:float64+malloc", f"keras-{family}"]
         workers = {kind: Worker(kind, directory, length, mem) for kind in kinds}
         times = {kind: [] for kind in kinds}
         for _ in range(args.repeats):
@@ -210,7 +225,7 @@ def bench_forward(args) -> None:
         for kind in kinds:
             median = statistics.median(times[kind])
             label = kind.replace(f"refimpl-{family}:", "refimpl ")
-            print(f"{title:<24} {length:>4} {label:<18} {median:9.3f} {median / keras_median:9.2f} {rss[kind]:13.0f}")
+            print(f"{title:<24} {length:>4} {label:<24} {median:9.3f} {median / keras_median:9.2f} {rss[kind]:13.0f}")
 
 
 # Each contender: code run in a fresh interpreter; prints seconds and peak RSS (MiB).
@@ -285,11 +300,12 @@ def main(argv=None) -> int:
     fw.add_argument("--repeats", type=int, default=5)
     fw.add_argument("--cache", default=DEFAULT_CACHE)
     fw.add_argument("--quick", action="store_true", help="L=128 only")
+    fw.add_argument("--filter", help='only configurations whose "model L" contains this, e.g. "bi 512"')
     fw.set_defaults(func=bench_forward)
     both = sub.add_parser("all", help="forward, then checkpoint")
     both.add_argument("--repeats", type=int, default=5)
     both.add_argument("--cache", default=DEFAULT_CACHE)
-    both.set_defaults(func=lambda a: (bench_forward(argparse.Namespace(**vars(a), quick=False)), bench_checkpoint(a)))
+    both.set_defaults(func=lambda a: (bench_forward(argparse.Namespace(**vars(a), quick=False, filter=None)), bench_checkpoint(a)))
     ck = sub.add_parser("checkpoint", help="checkpoint read+verify vs TensorFlow's reader")
     ck.add_argument("--repeats", type=int, default=5)
     ck.add_argument("--cache", default=DEFAULT_CACHE)
