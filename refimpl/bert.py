@@ -22,13 +22,13 @@ import dataclasses
 import json
 import math
 import os
-import weakref
 
 import numpy as np
 
-from refimpl import checkpoint, dialects, ops
+from refimpl import checkpoint, dialects, loading, ops
 
 CONFIG_FILE = "bert_config.json"
+CHECKPOINT_FILE = "bert_model.ckpt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +55,15 @@ class BertConfig:
         if missing:
             raise ValueError(f"{path}: missing config keys {', '.join(missing)}")
         config = cls(**{name: raw[name] for name in fields})
+        for name in fields:
+            value = getattr(config, name)
+            if name == "hidden_act":
+                try:
+                    ops.activation(value, "tanh")
+                except ValueError as e:
+                    raise ValueError(f"{path}: hidden_act: {e}") from None
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{path}: {name} {value!r}, expected a positive integer")
         if config.hidden_size % config.num_attention_heads:
             raise ValueError(f"{path}: hidden_size {config.hidden_size} is not a multiple of "
                              f"num_attention_heads {config.num_attention_heads}")
@@ -112,53 +121,21 @@ def _skippable(name: str) -> bool:
             or name in ("output_weights", "output_bias") or name.startswith("cls/squad/"))
 
 
-def _find_files(path) -> tuple[str, str]:
-    """(config json path, checkpoint path) for a model directory or a checkpoint prefix."""
-    path = os.fspath(path)
-    directory = path if os.path.isdir(path) else os.path.dirname(path) or "."
-    config = os.path.join(directory, CONFIG_FILE)
-    if not os.path.isfile(config):
-        raise ValueError(f"no {CONFIG_FILE} in {directory}: a BERT model directory holds "
-                         f"{CONFIG_FILE} and bert_model.ckpt.*")
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, "bert_model.ckpt.index")):
-        return config, os.path.join(path, "bert_model.ckpt")
-    return config, path
-
-
 def load(path, verify: bool = True) -> Bert:
     """Load a BERT model directory (bert_config.json + bert_model.ckpt.*) or checkpoint prefix.
 
     Every official name is mapped explicitly and its shape checked against the config. The heads
     (pooler, MLM, NSP) may be absent as a whole; anything else missing, any unknown name, or a
     wrong shape is a ValueError listing the names. Known unused names are listed in `.skipped`."""
-    config_path, ckpt_path = _find_files(path)
+    config_path, ckpt_path = loading.find_files(path, CONFIG_FILE, CHECKPOINT_FILE)
     config = BertConfig.from_json(config_path)
     values = checkpoint.load_checkpoint(ckpt_path, verify=verify)
-    expected = _expected_names(config)
-    known = {name for part in expected.values() for name in part}
-    unexpected = sorted(n for n in values if n not in known and not _skippable(n))
-    skipped = tuple(sorted(n for n in values if n not in known and _skippable(n)))
-    problems = []
-    if unexpected:
-        problems.append(f"unexpected variables: {', '.join(unexpected)}")
-    present = {}
-    for part, names in expected.items():
-        missing = [n for n in names if n not in values]
-        if part in OPTIONAL_PARTS and len(missing) == len(names):
-            present[part] = None
-            continue
-        if missing:
-            problems.append(f"missing {part} variables: {', '.join(missing)}")
-        for name, shape in names.items():
-            if name in values and tuple(values[name].shape) != shape:
-                problems.append(f"{name} has shape {tuple(values[name].shape)}, expected {shape} "
-                                f"from {CONFIG_FILE}")
-        present[part] = {name: np.asarray(values[name]) for name in names if name in values}
-    if problems:
-        raise ValueError(f"{ckpt_path} does not match {config_path}:\n  " + "\n  ".join(problems))
+    present, skipped = loading.match_variables(values, _expected_names(config), OPTIONAL_PARTS,
+                                               _skippable, CONFIG_FILE,
+                                               f"{ckpt_path} does not match {config_path}")
 
-    def strip(part: dict | None, scope: str) -> dict | None:
-        return None if part is None else {n[len(scope) + 1:]: v for n, v in part.items()}
+    def strip(part: dict, scope: str) -> dict | None:
+        return loading.strip_scope(part, scope) or None
 
     return Bert(
         config=config,
@@ -171,19 +148,9 @@ def load(path, verify: bool = True) -> Bert:
         skipped=skipped, source=os.fspath(ckpt_path))
 
 
-_CAST_CACHE: "weakref.WeakKeyDictionary[Bert, dict]" = weakref.WeakKeyDictionary()
-
-
 def cast(model: Bert, dtype) -> Bert:
-    """The model with every weight in `dtype` (cached per model and dtype)."""
-    dtype = np.dtype(dtype)
-    per_model = _CAST_CACHE.setdefault(model, {})
-    if dtype not in per_model:
-        conv = lambda d: None if d is None else {k: v.astype(dtype) for k, v in d.items()}  # noqa: E731
-        per_model[dtype] = dataclasses.replace(
-            model, embeddings=conv(model.embeddings), layers=tuple(conv(w) for w in model.layers),
-            pooler=conv(model.pooler), mlm=conv(model.mlm), nsp=conv(model.nsp))
-    return per_model[dtype]
+    """The model with every weight in `dtype` (cast once, cached per model and dtype)."""
+    return loading.cast_weights(model, dtype)
 
 
 # --- the operations ------------------------------------------------------------------------

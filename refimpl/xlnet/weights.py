@@ -8,11 +8,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import weakref
 
 import numpy as np
 
-from refimpl import checkpoint
+from refimpl import checkpoint, loading
 
 CONFIG_FILE = "xlnet_config.json"
 CHECKPOINT_FILE = "xlnet_model.ckpt"
@@ -111,19 +110,6 @@ def skippable(name: str) -> bool:
                                 "model/regression_")))
 
 
-def find_files(path) -> tuple[str, str]:
-    """(config json path, checkpoint path) for a model directory or a checkpoint prefix."""
-    path = os.fspath(path)
-    directory = path if os.path.isdir(path) else os.path.dirname(path) or "."
-    config = os.path.join(directory, CONFIG_FILE)
-    if not os.path.isfile(config):
-        raise ValueError(f"no {CONFIG_FILE} in {directory}: an XLNet model directory holds "
-                         f"{CONFIG_FILE} and {CHECKPOINT_FILE}.*")
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, CHECKPOINT_FILE + ".index")):
-        return config, os.path.join(path, CHECKPOINT_FILE)
-    return config, path
-
-
 def load(path, verify: bool = True) -> XLNet:
     """Load an XLNet model directory (xlnet_config.json + xlnet_model.ckpt.*) or checkpoint prefix.
 
@@ -131,34 +117,13 @@ def load(path, verify: bool = True) -> XLNet:
     Optional parts, each present as a whole or absent: seg_embed + r_s_bias, mask_emb,
     lm_loss/bias, sequnece_summary/summary/*. Anything else missing, any unknown name or a wrong
     shape is a ValueError listing the names; known unused names are listed in `.skipped`."""
-    config_path, ckpt_path = find_files(path)
+    config_path, ckpt_path = loading.find_files(path, CONFIG_FILE, CHECKPOINT_FILE)
     config = XLNetConfig.from_json(config_path)
     values = checkpoint.load_checkpoint(ckpt_path, verify=verify)
-    expected = expected_names(config)
-    known = {name for part in expected.values() for name in part}
-    unexpected = sorted(n for n in values if n not in known and not skippable(n))
-    skipped = tuple(sorted(n for n in values if n not in known and skippable(n)))
-    problems = [f"unexpected variables: {', '.join(unexpected)}"] if unexpected else []
-    present = {}
-    for part, names in expected.items():
-        missing = [n for n in names if n not in values]
-        if part in OPTIONAL_PARTS and len(missing) == len(names):
-            present[part] = {}
-            continue
-        if missing:
-            problems.append(f"missing {part} variables: {', '.join(missing)}")
-        for name, shape in names.items():
-            if name in values and tuple(values[name].shape) != shape:
-                problems.append(f"{name} has shape {tuple(values[name].shape)}, expected {shape} "
-                                f"from {CONFIG_FILE}")
-            elif name in values and values[name].dtype.kind != "f":
-                problems.append(f"{name} has dtype {values[name].dtype}, expected floating point")
-        present[part] = {n: np.asarray(values[n]) for n in names if n in values}
-    if problems:
-        raise ValueError(f"{ckpt_path} does not match {config_path}:\n  " + "\n  ".join(problems))
-
-    def strip(part: dict, scope: str) -> dict:
-        return {n[len(scope) + 1:]: v for n, v in part.items()}
+    present, skipped = loading.match_variables(values, expected_names(config), OPTIONAL_PARTS,
+                                               skippable, CONFIG_FILE,
+                                               f"{ckpt_path} does not match {config_path}")
+    strip = loading.strip_scope
 
     t = "model/transformer"
     transformer = {**strip(present["embedding"], t), **strip(present["relative_bias"], t),
@@ -171,18 +136,6 @@ def load(path, verify: bool = True) -> XLNet:
         skipped=skipped, source=os.fspath(ckpt_path))
 
 
-_CAST_CACHE: "weakref.WeakKeyDictionary[XLNet, dict]" = weakref.WeakKeyDictionary()
-
-
 def cast(model: XLNet, dtype) -> XLNet:
     """The model with every weight in `dtype` (cast once, cached per model and dtype)."""
-    dtype = np.dtype(dtype)
-    per_model = _CAST_CACHE.setdefault(model, {})
-    if dtype not in per_model:
-        def conv(d: dict | None) -> dict | None:
-            return None if d is None else {k: v.astype(dtype) for k, v in d.items()}
-
-        per_model[dtype] = dataclasses.replace(
-            model, transformer=conv(model.transformer), layers=tuple(conv(w) for w in model.layers),
-            lm_loss=conv(model.lm_loss), summary=conv(model.summary))
-    return per_model[dtype]
+    return loading.cast_weights(model, dtype)
