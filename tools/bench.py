@@ -42,38 +42,33 @@ BERT_BASE = {
 }
 
 
-def build_bert_base(cache: str) -> str:
-    """The BERT-base checkpoint in the cache (written once): returns its directory."""
-    out = os.path.join(cache, "bert-base-std0.02")
-    if os.path.exists(os.path.join(out, "bert_model.ckpt.index")):
+def _build(cache: str, model: str, config: dict, seed: int) -> str:
+    """A base-size checkpoint in the cache, written once: returns its directory.
+
+    Weights of std 0.02 (= initializer_range): activations of a realistic scale. The tiny test
+    models use std 0.3 for sharp attention; at base size that underflows softmax into subnormal
+    floats, which NumPy computes slowly and TensorFlow flushes to zero."""
+    out = os.path.join(cache, f"{model}-base-std0.02")
+    if os.path.exists(os.path.join(out, f"{model}_model.ckpt.index")):
         return out
     os.makedirs(out, exist_ok=True)
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import make_checkpoints
 
-    with open(os.path.join(out, "bert_config.json"), "w") as f:
-        json.dump(BERT_BASE, f, indent=2)
-    # std 0.02 = initializer_range: activations of a realistic scale. (The tiny test models use
-    # std 0.3 for sharp attention; at base size that underflows softmax into subnormal floats,
-    # which NumPy computes slowly and TensorFlow flushes to zero.)
-    variables = make_checkpoints.bert_variables(BERT_BASE, seed=7, std=0.02)
-    make_checkpoints.save_v1_saver(variables, os.path.join(out, "bert_model.ckpt"))
+    with open(os.path.join(out, f"{model}_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    builder = make_checkpoints.bert_variables if model == "bert" else make_checkpoints.xlnet_variables
+    make_checkpoints.save_v1_saver(builder(config, seed=seed, std=0.02),
+                                   os.path.join(out, f"{model}_model.ckpt"))
     return out
+
+
+def build_bert_base(cache: str) -> str:
+    return _build(cache, "bert", BERT_BASE, seed=7)
 
 
 def build_xlnet_base(cache: str) -> str:
-    out = os.path.join(cache, "xlnet-base-std0.02")
-    if os.path.exists(os.path.join(out, "xlnet_model.ckpt.index")):
-        return out
-    os.makedirs(out, exist_ok=True)
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import make_checkpoints
-
-    with open(os.path.join(out, "xlnet_config.json"), "w") as f:
-        json.dump(XLNET_BASE, f, indent=2)
-    variables = make_checkpoints.xlnet_variables(XLNET_BASE, seed=8, std=0.02)
-    make_checkpoints.save_v1_saver(variables, os.path.join(out, "xlnet_model.ckpt"))
-    return out
+    return _build(cache, "xlnet", XLNET_BASE, seed=8)
 
 
 def _build_in_child(function: str, cache: str) -> str:
