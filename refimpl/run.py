@@ -143,9 +143,10 @@ def plot_attention(tensors: dict, path: str, title: str, token_labels: list[str]
             image = ax.imshow(shown, vmin=0.0, vmax=1.0, cmap=cmap, interpolation="nearest")
             n_q, n_k = probs[head].shape
             ax.set_title(f"{name} head {head + 1}", fontsize=7)
-            keys = token_labels[-n_k:] if n_k <= len(token_labels) else [str(j) for j in range(n_k)]
+            # keys: memory first (m0, m1, ...), then the segment's tokens
+            keys = [f"m{j}" for j in range(n_k - len(token_labels))] + token_labels[-n_k:]
             ax.set_xticks(range(n_k))
-            ax.set_xticklabels(keys if n_k == len(keys) else range(n_k), fontsize=5, rotation=90)
+            ax.set_xticklabels(keys, fontsize=5, rotation=90)
             ax.set_yticks(range(n_q))
             ax.set_yticklabels(token_labels[:n_q] if n_q <= len(token_labels) else range(n_q), fontsize=5)
             if head == 0:
