@@ -33,8 +33,7 @@ def refimpl(*args, cwd=ROOT):
 def test_there_are_enough_unique_cases():
     names = [golden.read_case(f)["name"] for f in CASES]
     assert len(names) == len(set(names)) >= 12
-    anchored = [f for f in CASES if golden.read_case(f)["anchor_agreement"]["anchor"]]
-    assert len(anchored) >= 12
+
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(GOLDEN) for f in fs)
     assert total < 5_000_000, f"golden/ has grown to {total} bytes"
 
@@ -46,12 +45,10 @@ def test_golden_regression(folder):
     assert report.exit_code == 0, report.format()
     case = golden.read_case(folder)
     assert case["command"] == "python tools/make_golden.py --write"
-    agreement = case["anchor_agreement"]
-    if agreement["anchor"] is None:  # a case no Keras port can express says why
-        assert len(agreement["reason"]) > 10
-    else:
-        tol = agreement["tolerance"]
-        assert agreement["compared"] and agreement["max_abs"] <= tol["atol"] + 100 * tol["rtol"], agreement
+    agreement = case["anchor_agreement"]  # every case was cross-checked against an anchor
+    tol = agreement["tolerance"]
+    assert agreement["anchor"] and agreement["compared"], agreement
+    assert agreement["max_abs"] <= tol["atol"] + 100 * tol["rtol"], agreement
 
 
 def test_golden_verify_command_passes():

@@ -34,13 +34,16 @@ def _t(x):
 
 
 @functools.cache
-def hf_xlnet(name: str, mem_len, reuse_len, attn_type: str, clamp_len: int, bi_data: bool):
-    """transformers' XLNetLMHeadModel with the weights of golden/checkpoints/<name>."""
+def hf_xlnet(name: str, mem_len, reuse_len, attn_type: str, clamp_len: int, bi_data: bool,
+             ff_activation: str | None = None):
+    """transformers' XLNetLMHeadModel with the weights of golden/checkpoints/<name>.
+    ff_activation "gelu_new" (the tanh GELU) makes it compute dialect "tf"."""
     m = xlnet.load(os.path.join(GOLDEN, name))
     c = m.config
     config = transformers.XLNetConfig(
         vocab_size=c.n_token, d_model=c.d_model, n_layer=c.n_layer, n_head=c.n_head,
-        d_inner=c.d_inner, ff_activation=c.ff_activation, untie_r=c.untie_r, attn_type=attn_type,
+        d_inner=c.d_inner, ff_activation=ff_activation or c.ff_activation, untie_r=c.untie_r,
+        attn_type=attn_type,
         mem_len=mem_len, reuse_len=reuse_len, clamp_len=clamp_len, bi_data=bi_data,
         dropout=0.0, layer_norm_eps=1e-12, use_mems_eval=True)
     model = transformers.XLNetLMHeadModel(config).eval()

@@ -2,10 +2,11 @@
 
 Every case that keras-xlnet can express is cross-checked against it layer by layer: dialect
 "keras" cases on every traced layer, the default run (dialect tf, bi, no padding) too, since
-there tf and keras differ only by the LayerNorm epsilon. Cases keras-xlnet cannot express
-(perm_mask with target_mapping, bi_data, the symmetric clamp_len, functional mems under the tf
-dialect's exact softmax in uni mode) record why they have no anchor; they are still recomputed
-by `refimpl golden verify` and covered by the property tests.
+there tf and keras differ only by the LayerNorm epsilon. The dialect "tf" cases keras-xlnet
+cannot express (perm_mask with target_mapping, left padding through attention_mask, the
+symmetric clamp_len, bi_data) are cross-checked against transformers' XLNet with its tanh GELU
+("gelu_new"), which then computes the tf dialect: every layer's output of both streams, the
+attention probabilities and the final output.
 """
 from __future__ import annotations
 
@@ -15,6 +16,52 @@ import sys
 import numpy as np
 
 from make_golden import Case, _anchor_report, run_default
+
+# transformers (PyTorch float32), the same bound as tests/tolerances.py "hf-model".
+HF_TOLERANCE = {"rtol": 1e-5, "atol": 1e-4}
+
+
+def anchor_transformers(case, inputs: dict, outputs: dict) -> dict:
+    """transformers' XLNet with the tanh GELU computes dialect "tf" (clamp to [-c, c], additive
+    -1e30 masking, query stream only through perm_mask): compare every layer's output of both
+    streams (its hidden states), the attention probabilities and the final output."""
+    import importlib.metadata
+    import torch
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import test_transformers_anchor as harness
+    assert case.dialect == "tf" and "segments" not in case.options, case.name
+    opts = case.options
+    m, model = harness.hf_xlnet(os.path.basename(case.checkpoint), opts.get("mem_len"),
+                                opts.get("reuse_len"), opts.get("attn_type", "bi"),
+                                opts.get("clamp_len") or -1, opts.get("bi_data", False), "gelu_new")
+    as_float = lambda name: None if name not in inputs else torch.from_numpy(inputs[name]).float()  # noqa: E731
+    with torch.no_grad():
+        theirs = model.transformer(
+            torch.from_numpy(inputs["token_ids"]), attention_mask=as_float("attention_mask"),
+            token_type_ids=None if "segment_ids" not in inputs else torch.from_numpy(inputs["segment_ids"]),
+            perm_mask=as_float("perm_mask"), target_mapping=as_float("target_mapping"),
+            output_hidden_states=True, output_attentions=True)
+    two_stream = "target_mapping" in inputs
+    hidden = theirs.hidden_states  # before each layer, then the output; (h, g) pairs interleaved
+    n_layer = m.config.n_layer
+    pairs = {}
+    for k in range(1, n_layer + 1):
+        if two_stream:
+            pairs[f"FeedForward-Normal-{k}"] = (outputs[f"FeedForward-Normal-{k}"], hidden[2 * k].numpy())
+            pairs[f"FeedForward-Normal-{k}/query"] = (outputs[f"FeedForward-Normal-{k}/query"], hidden[2 * k + 1].numpy())
+            probs_h, probs_g = theirs.attentions[k - 1]
+            pairs[f"Attention-{k}/prob"] = (outputs[f"Attention-{k}/prob"], probs_h.numpy())
+            pairs[f"Attention-{k}/query/prob"] = (outputs[f"Attention-{k}/query/prob"], probs_g.numpy())
+        else:
+            pairs[f"FeedForward-Normal-{k}"] = (outputs[f"FeedForward-Normal-{k}"], hidden[k].numpy())
+            pairs[f"Attention-{k}/prob"] = (outputs[f"Attention-{k}/prob"], theirs.attentions[k - 1].numpy())
+    final = "query" if two_stream else "content"
+    pairs[final] = (outputs[final], theirs.last_hidden_state.numpy())
+    report = _anchor_report(f"transformers {importlib.metadata.version('transformers')} XLNetModel "
+                            f"(PyTorch float32) with ff_activation 'gelu_new' (= dialect tf); "
+                            f"keras-xlnet cannot: {case.no_anchor}", pairs, HF_TOLERANCE)
+    return report
+
 
 # The whole keras-xlnet model, every traced layer (values up to ~30 before LayerNorm): the bound
 # of tests/tolerances.py "xlnet-keras-model", which records the measurements behind it.
@@ -76,6 +123,8 @@ def two_stream(batch, length, targets):
 
 def _case(name, make, checkpoint="xlnet-tiny", dialect="keras", options=None, keras=None,
           no_anchor=None, description=""):
+    """keras: how to build the keras-xlnet anchor; no_anchor: why keras-xlnet cannot express the
+    case (transformers then anchors it, see anchor_transformers)."""
     return Case(name, "xlnet", make, dialect=dialect, checkpoint=f"checkpoints/{checkpoint}",
                 options=options or {}, description=description, keras=keras, no_anchor=no_anchor)
 
@@ -120,7 +169,7 @@ def anchor(case, inputs: dict, outputs: dict) -> dict:
     """keras-xlnet on the same checkpoint, layer by layer (tests/test_xlnet_model's harness)."""
     import importlib.metadata
     if case.keras is None:
-        return {"anchor": None, "reason": case.no_anchor}
+        return anchor_transformers(case, inputs, outputs)
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     import test_xlnet_model as harness
     from refimpl import xlnet
