@@ -127,7 +127,8 @@ def cmd_golden_verify(args, parser) -> int:
     try:
         folders = golden.case_folders(golden_dir)
     except golden.GoldenError as e:
-        print(f"refimpl golden verify: error: {e}", file=sys.stderr)
+        hint = "" if args.golden else " (pass --golden DIR: the golden/ folder of a refimpl checkout)"
+        print(f"refimpl golden verify: error: {e}{hint}", file=sys.stderr)
         return 2
     failed = 0
     for folder in folders:
