@@ -19,7 +19,6 @@ N attention heads, H head size, D hidden width (N * H), I intermediate width, V 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 
@@ -48,22 +47,12 @@ class BertConfig:
 
     @classmethod
     def from_json(cls, path: str) -> "BertConfig":
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-        fields = [f.name for f in dataclasses.fields(cls)]
-        missing = [name for name in fields if name not in raw]
-        if missing:
-            raise ValueError(f"{path}: missing config keys {', '.join(missing)}")
-        config = cls(**{name: raw[name] for name in fields})
-        for name in fields:
-            value = getattr(config, name)
-            if name == "hidden_act":
-                try:
-                    ops.activation(value, "tanh")
-                except ValueError as e:
-                    raise ValueError(f"{path}: hidden_act: {e}") from None
-            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{path}: {name} {value!r}, expected a positive integer")
+        # official configs also hold dropout and initializer settings: extra keys are fine
+        config = loading.read_config(cls, path, exact_keys=False)
+        try:
+            ops.activation(config.hidden_act, "tanh")
+        except ValueError as e:
+            raise ValueError(f"{path}: hidden_act: {e}") from None
         if config.hidden_size % config.num_attention_heads:
             raise ValueError(f"{path}: hidden_size {config.hidden_size} is not a multiple of "
                              f"num_attention_heads {config.num_attention_heads}")

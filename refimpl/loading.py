@@ -3,10 +3,36 @@ against the official names and shapes, and casting weights to the compute dtype 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import weakref
 
 import numpy as np
+
+
+def read_config(cls, path: str, exact_keys: bool):
+    """The config dataclass `cls` from a JSON file: every field present (and, with exact_keys,
+    nothing else), int fields positive integers; a ValueError naming the file otherwise. Checks
+    of the other fields' values are the caller's."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable JSON config ({e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    missing = [name for name in fields if name not in raw]
+    unknown = sorted(set(raw) - set(fields)) if exact_keys else []
+    if missing or unknown:
+        raise ValueError(f"{path}: missing config keys [{', '.join(missing)}], unknown keys "
+                         f"[{', '.join(unknown)}]; expected {'exactly ' if exact_keys else ''}"
+                         f"{', '.join(fields)}")
+    for name, kind in fields.items():
+        value = raw[name]
+        if kind in (int, "int") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{path}: {name} {value!r}, expected a positive integer")
+    return cls(**{name: raw[name] for name in fields})
 
 
 def find_files(path, config_file: str, checkpoint_file: str) -> tuple[str, str]:

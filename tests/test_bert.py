@@ -400,13 +400,14 @@ def test_load_reports_skipped_and_missing_config(tmp_path):
     with pytest.raises(ValueError, match="no bert_config.json"):
         bert.load(tmp_path)
     (tmp_path / "bert_config.json").write_text(json.dumps({"hidden_size": 32}))
-    with pytest.raises(ValueError, match="missing config keys vocab_size"):
+    with pytest.raises(ValueError, match=r"missing config keys \[vocab_size, "):
         bert.load(tmp_path)
     config = json.load(open(os.path.join(BERT_TINY, "bert_config.json")))
     for key, value, message in (("num_hidden_layers", 0, "num_hidden_layers 0, expected a positive integer"),
                                 ("hidden_size", "32", "hidden_size '32', expected a positive integer"),
                                 ("hidden_act", "swish2", "hidden_act: unknown activation 'swish2'"),
-                                ("num_attention_heads", 5, "hidden_size 32 is not a multiple of num_attention_heads 5")):
+                                ("num_attention_heads", 5, "hidden_size 32 is not a multiple of num_attention_heads 5"),
+                                ("type_vocab_size", True, "type_vocab_size True, expected a positive integer")):
         (tmp_path / "bert_config.json").write_text(json.dumps({**config, key: value}))
         with pytest.raises(ValueError, match=message):
             bert.load(tmp_path)

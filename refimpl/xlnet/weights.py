@@ -6,7 +6,6 @@ The weights stay in dicts keyed by their checkpoint names relative to each scope
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -31,25 +30,11 @@ class XLNetConfig:
 
     @classmethod
     def from_json(cls, path: str) -> "XLNetConfig":
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-        fields = [f.name for f in dataclasses.fields(cls)]
-        missing = [name for name in fields if name not in raw]
-        unknown = sorted(set(raw) - set(fields))
-        if missing or unknown:
-            raise ValueError(f"{path}: missing config keys [{', '.join(missing)}], unknown keys "
-                             f"[{', '.join(unknown)}]; expected exactly {', '.join(fields)}")
-        config = cls(**{name: raw[name] for name in fields})
-        for name in fields:
-            value = getattr(config, name)
-            if name == "ff_activation":
-                if value not in ("gelu", "relu"):
-                    raise ValueError(f"{path}: ff_activation {value!r}, expected 'gelu' or 'relu'")
-            elif name == "untie_r":
-                if not isinstance(value, bool):
-                    raise ValueError(f"{path}: untie_r {value!r}, expected true or false")
-            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{path}: {name} {value!r}, expected a positive integer")
+        config = loading.read_config(cls, path, exact_keys=True)
+        if config.ff_activation not in ("gelu", "relu"):
+            raise ValueError(f"{path}: ff_activation {config.ff_activation!r}, expected 'gelu' or 'relu'")
+        if not isinstance(config.untie_r, bool):
+            raise ValueError(f"{path}: untie_r {config.untie_r!r}, expected true or false")
         return config
 
 
