@@ -75,7 +75,7 @@ def cmd_run(args, parser) -> int:
             raise ValueError("--attn-type and --mem-len apply to --model xlnet only")
         inputs = {"token_ids": tokens, "segment_ids": segments}
         tensors = run.named_tensors(args.model, checkpoint_dir, inputs, options, args.dialect, np.dtype(args.dtype))
-    except checkpoint.CheckpointError:
+    except checkpoint.CheckpointError:  # a ValueError too, but a broken file (exit 1, in main)
         raise
     except ValueError as e:  # bad input to the model: the message names the value
         parser.error(str(e))

@@ -257,17 +257,17 @@ def _run_pos_embd(case: dict, inputs: dict, golden_dir: str) -> dict:
 def _run_xlnet(case: dict, inputs: dict, golden_dir: str) -> dict:
     """One forward, or with option "segments": S, S consecutive segments (inputs stacked on a
     leading axis), each taking the previous one's mems; names then get a "segment-<s>/" prefix."""
-    from refimpl import run
+    from refimpl import run, xlnet
     options = dict(case["options"])
     segments = options.pop("segments", None)
-    checkpoint_dir = os.path.join(golden_dir, case["checkpoint"])
+    model = xlnet.load(os.path.join(golden_dir, case["checkpoint"]))  # once for all segments
     dtype = np.dtype(case["dtype"])
     if segments is None:
-        return run.named_tensors("xlnet", checkpoint_dir, inputs, options, case["dialect"], dtype)
+        return run.named_tensors("xlnet", model, inputs, options, case["dialect"], dtype)
     outputs, mems = {}, None
     for s in range(segments):
         step = {name: value[s] for name, value in inputs.items()}
-        tensors = run.named_tensors("xlnet", checkpoint_dir, {**step, "mems": mems}, options,
+        tensors = run.named_tensors("xlnet", model, {**step, "mems": mems}, options,
                                     case["dialect"], dtype)
         mems = [tensors[name] for name in tensors if name.startswith("mems/")] or None
         outputs.update({f"segment-{s}/{name}": value for name, value in tensors.items()})
@@ -303,8 +303,8 @@ def verify_case(folder: str, golden_dir: str) -> tuple[list[str], Report | None]
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             problems.append(f"{name}: missing")
-        elif sha256(path) != digest:
-            problems.append(f"{name}: sha256 {sha256(path)[:12]}... differs from case.json's {digest[:12]}... "
+        elif (actual := sha256(path)) != digest:
+            problems.append(f"{name}: sha256 {actual[:12]}... differs from case.json's {digest[:12]}... "
                             "(the file was changed)")
     for name, digest in case.get("checkpoint_sha256", {}).items():
         path = os.path.join(golden_dir, case["checkpoint"], name)

@@ -42,19 +42,22 @@ def parse_ids(text: str, what: str) -> np.ndarray:
         raise ValueError(f"{what}: {e.args[0].split(':', 1)[-1].strip()} is not an integer") from None
 
 
-def named_tensors(model: str, checkpoint: str, inputs: dict, options: dict | None = None,
+def named_tensors(model: str, checkpoint, inputs: dict, options: dict | None = None,
                   dialect: str = "tf", dtype=np.float64) -> dict[str, np.ndarray]:
     """Every named tensor of one forward pass, in network order: the trace, then the outputs.
 
-    inputs: the forward's array arguments (token_ids, segment_ids, attention_mask, and for XLNet
-    perm_mask, target_mapping, mems as a list, inp_q); options: its other keyword arguments."""
+    checkpoint: a model directory, or a model already loaded with bert.load / xlnet.load (to
+    run several forwards without reading the checkpoint again). inputs: the forward's array
+    arguments (token_ids, segment_ids, attention_mask, and for XLNet perm_mask, target_mapping,
+    mems as a list, inp_q); options: its other keyword arguments."""
     options = dict(options or {})
+    is_path = isinstance(checkpoint, (str, os.PathLike))
     trace: dict = {}
     if model == "bert":
         from refimpl import bert
         if options:
             raise ValueError(f"BERT takes no options {sorted(options)} (attn_type and mem_len are XLNet's)")
-        out = bert.forward(bert.load(checkpoint), inputs["token_ids"], inputs.get("segment_ids"),
+        out = bert.forward(bert.load(checkpoint) if is_path else checkpoint, inputs["token_ids"], inputs.get("segment_ids"),
                            inputs.get("attention_mask"), dialect=dialect, dtype=dtype, trace=trace)
         outputs = {**trace, "sequence": out.sequence}
         for name in ("pooled", "mlm_logits", "nsp_logits"):
@@ -66,7 +69,7 @@ def named_tensors(model: str, checkpoint: str, inputs: dict, options: dict | Non
     if model != "xlnet":
         raise ValueError(f"unknown model {model!r}; expected 'xlnet' or 'bert'")
     from refimpl import xlnet
-    m = xlnet.load(checkpoint)
+    m = xlnet.load(checkpoint) if is_path else checkpoint
     out = xlnet.forward(m, **inputs, **options, dialect=dialect, dtype=dtype, trace=trace)
     outputs = {**trace, "content": out.content}
     if out.query is not None:

@@ -142,16 +142,22 @@ def positionwise_ffn(inp: np.ndarray, w: dict, activation, eps: float,
     return output
 
 
+def key_heads(h, r, mems, w) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keys and values over memory + segment, and position keys; both streams use these:
+    h (b, i, D), r (b, r, D), mems (b, mlen, D) -> k, v (b, mlen + i, n, d), k_r (b, r, n, d)."""
+    cat = np.concatenate([mems, h], axis=1)
+    return (head_projection(cat, w["rel_attn/k/kernel"]),
+            head_projection(cat, w["rel_attn/v/kernel"]),
+            head_projection(r, w["rel_attn/r/kernel"]))
+
+
 def rel_multihead_attn(h, r, mems, w, r_w_bias, r_r_bias, seg_mat, r_s_bias, seg_embed,
                        attn_mask, xlnet_mask: str, eps: float, trace: dict | None = None,
                        layer: int = 1) -> np.ndarray:
     """Content stream of one layer: h (b, i, D), r (b, r, D), mems (b, mlen, D) ->
     LayerNorm(h + attention) (b, i, D)."""
-    cat = np.concatenate([mems, h], axis=1)
+    k_head_h, v_head_h, k_head_r = key_heads(h, r, mems, w)
     q_head_h = head_projection(h, w["rel_attn/q/kernel"])
-    k_head_h = head_projection(cat, w["rel_attn/k/kernel"])
-    v_head_h = head_projection(cat, w["rel_attn/v/kernel"])
-    k_head_r = head_projection(r, w["rel_attn/r/kernel"])
     attn_vec = rel_attn_core(q_head_h, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
                              r_w_bias, r_r_bias, r_s_bias, attn_mask, xlnet_mask, trace, layer)
     return post_attention(h, attn_vec, w, eps, trace, layer)
@@ -164,10 +170,7 @@ def two_stream_rel_attn(h, g, r, mems, w, r_w_bias, r_r_bias, seg_mat, r_s_bias,
     else (b, i, D). Keys, values and k_r come from h; both streams share q, o and LayerNorm.
     With target_mapping the query heads are scattered to their positions, attended, and
     gathered back. -> (h (b, i, D), g like its input)."""
-    cat = np.concatenate([mems, h], axis=1)
-    k_head_h = head_projection(cat, w["rel_attn/k/kernel"])
-    v_head_h = head_projection(cat, w["rel_attn/v/kernel"])
-    k_head_r = head_projection(r, w["rel_attn/r/kernel"])
+    k_head_h, v_head_h, k_head_r = key_heads(h, r, mems, w)
 
     q_head_h = head_projection(h, w["rel_attn/q/kernel"])
     attn_vec_h = rel_attn_core(q_head_h, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
