@@ -5,26 +5,31 @@
                      dtype=np.float64, trace=None)
     o.sequence (B, F, D)   o.pooled (B, D)   o.mlm_logits (B, F, V)   o.nsp_logits (B, 2)
     o.mlm_probs, o.nsp_probs: softmax of the logits (what keras-bert outputs)
+    fine-tuned checkpoints (b.heads lists what one holds): bert.classifier_logits(b, o.pooled)
+    (B, num_labels), bert.squad_logits(b, o.sequence) -> (start (B, F), end (B, F)),
+    bert.run_head(b, o, "classifier" | "squad") -> {name: array}
 
 Axis legend (as in modeling.py): B batch, F "from" (query) position, T "to" (key) position,
 N attention heads, H head size, D hidden width (N * H), I intermediate width, V vocabulary.
 
-`trace`, when a dict, is filled with named intermediates under keras-bert's layer names
-(`Embedding-Token`, `Embedding-Segment`, `Embedding-Token-Segment`, `Embedding-Position`,
-`Embedding-Norm`, `Encoder-1-MultiHeadSelfAttention` (1-based = layer_0), its `-Norm`,
-`Encoder-1-FeedForward`, its `-Norm`, `MLM-Dense`, `MLM-Norm`, `MLM-Sim`, `Extract`,
-`NSP-Dense`, `NSP`) and finer ones (`Encoder-1-MultiHeadSelfAttention/scores`, `/prob`, `/mask`).
-`MLM-Sim` and `NSP` hold logits or probabilities as the dialect's `heads` says.
+`trace`, when a dict, is filled with named intermediates under keras-bert's layer names, in the
+order they are computed: `Embedding-Token`, `Embedding-Segment`, `Embedding-Token-Segment`,
+`Embedding-Position` (token + segment + position embeddings: keras-bert's layer output, before
+LayerNorm), `Embedding-Norm`, per layer k (1-based = layer_<k-1>)
+`Encoder-k-MultiHeadSelfAttention/scores` (scaled by 1/sqrt(H), mask bias added), `/prob`,
+`Encoder-k-MultiHeadSelfAttention` (the output projection), its `-Norm`, `Encoder-k-FeedForward`,
+its `-Norm`; then `MLM-Dense`, `MLM-Norm`, `MLM-Sim`, `Extract` (the first token), `NSP-Dense`
+(the pooler), `NSP`. `MLM-Sim` and `NSP` hold logits or probabilities as the dialect's `heads`
+says.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import numpy as np
 
-from refimpl import checkpoint, dialects, loading, ops
+from refimpl import dialects, loading, ops
 
 CONFIG_FILE = "bert_config.json"
 CHECKPOINT_FILE = "bert_model.ckpt"
@@ -70,6 +75,12 @@ class Bert:
     nsp: dict | None  # cls/seq_relationship/{output_weights, output_bias}
     skipped: tuple = ()  # checkpoint names not used (global_step, optimizer slots, ...)
     source: str = ""
+    # the heads the checkpoint holds: "mlm", "nsp", "classifier" (run_classifier.py), "squad"
+    # (run_squad.py)
+    heads: tuple = ()
+    # the fine-tuning heads' weights by official name: output_weights [num_labels, D],
+    # output_bias, cls/squad/output_weights [2, D], cls/squad/output_bias
+    head_weights: dict = dataclasses.field(default_factory=dict)
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -101,27 +112,94 @@ def _expected_names(c: BertConfig) -> dict[str, dict[str, tuple[int, ...]]]:
     return parts
 
 
+def transformers_names(c: BertConfig) -> dict[str, tuple[str, str]]:
+    """The name table shared by loading, convert and capture: each name of transformers'
+    BertForPreTraining state dict -> (official name, how the array is stored there): "=" as is,
+    "T" transposed (torch Linear weights are [out, in], TF kernels [in, out]; NSP's
+    output_weights is [out, in] already). transformers ties cls.predictions.decoder.weight to
+    the word embeddings and decoder.bias to cls.predictions.bias: those copies are not listed."""
+    table = {"bert.embeddings.word_embeddings.weight": ("bert/embeddings/word_embeddings", "="),
+             "bert.embeddings.token_type_embeddings.weight": ("bert/embeddings/token_type_embeddings", "="),
+             "bert.embeddings.position_embeddings.weight": ("bert/embeddings/position_embeddings", "="),
+             "bert.embeddings.LayerNorm.weight": ("bert/embeddings/LayerNorm/gamma", "="),
+             "bert.embeddings.LayerNorm.bias": ("bert/embeddings/LayerNorm/beta", "=")}
+    dense = lambda ours, theirs: {f"{theirs}.weight": (f"{ours}/kernel", "T"),  # noqa: E731
+                                  f"{theirs}.bias": (f"{ours}/bias", "=")}
+    norm = lambda ours, theirs: {f"{theirs}.weight": (f"{ours}/gamma", "="),  # noqa: E731
+                                 f"{theirs}.bias": (f"{ours}/beta", "=")}
+    for n in range(c.num_hidden_layers):
+        p, q = f"bert/encoder/layer_{n}", f"bert.encoder.layer.{n}"
+        for w in ("query", "key", "value"):
+            table.update(dense(f"{p}/attention/self/{w}", f"{q}.attention.self.{w}"))
+        table.update({**dense(f"{p}/attention/output/dense", f"{q}.attention.output.dense"),
+                      **norm(f"{p}/attention/output/LayerNorm", f"{q}.attention.output.LayerNorm"),
+                      **dense(f"{p}/intermediate/dense", f"{q}.intermediate.dense"),
+                      **dense(f"{p}/output/dense", f"{q}.output.dense"),
+                      **norm(f"{p}/output/LayerNorm", f"{q}.output.LayerNorm")})
+    table.update({**dense("bert/pooler/dense", "bert.pooler.dense"),
+                  **dense("cls/predictions/transform/dense", "cls.predictions.transform.dense"),
+                  **norm("cls/predictions/transform/LayerNorm", "cls.predictions.transform.LayerNorm"),
+                  "cls.predictions.bias": ("cls/predictions/output_bias", "="),
+                  "cls.seq_relationship.weight": ("cls/seq_relationship/output_weights", "="),
+                  "cls.seq_relationship.bias": ("cls/seq_relationship/output_bias", "=")})
+    return table
+
+
 OPTIONAL_PARTS = ("pooler", "mlm", "nsp")
 
 
+def head_names(c: BertConfig, shapes: dict) -> dict[str, dict[str, tuple[int, ...]]]:
+    """The fine-tuning heads' official names and shapes, each optional as a whole:
+    "classifier" (run_classifier.py create_model: output_weights [num_labels, D], output_bias,
+    num_labels read from the checkpoint's shapes {name: shape}) and "squad" (run_squad.py:
+    cls/squad/output_weights [2, D], cls/squad/output_bias [2])."""
+    D = c.hidden_size
+    parts = {"squad": {"cls/squad/output_weights": (2, D), "cls/squad/output_bias": (2,)}}
+    if "output_weights" in shapes or "output_bias" in shapes:
+        shape = tuple(shapes["output_bias"] if "output_bias" in shapes else shapes["output_weights"])
+        num_labels = int(shape[0]) if shape else 1
+        parts["classifier"] = {"output_weights": (num_labels, D), "output_bias": (num_labels,)}
+    return parts
+
+
+def transformers_head_names(heads) -> tuple[str, dict[str, tuple[str, str]]]:
+    """The transformers class for the fine-tuning head a checkpoint holds (head parts as in
+    head_names), and the head's names in the name table's form: "classifier" ->
+    BertForSequenceClassification, "squad" -> BertForQuestionAnswering; ("", {}) for none."""
+    if "classifier" in heads:
+        return "BertForSequenceClassification", {"classifier.weight": ("output_weights", "="),
+                                                 "classifier.bias": ("output_bias", "=")}
+    if "squad" in heads:
+        return "BertForQuestionAnswering", {"qa_outputs.weight": ("cls/squad/output_weights", "="),
+                                            "qa_outputs.bias": ("cls/squad/output_bias", "=")}
+    return "", {}
+
+
 def _skippable(name: str) -> bool:
-    """Known variables refimpl does not use: step counter, Adam slots, fine-tuning heads."""
-    return (name == "global_step" or name.endswith(("/adam_m", "/adam_v"))
-            or name in ("output_weights", "output_bias") or name.startswith("cls/squad/"))
+    """Known variables refimpl does not use: the step counter and the optimizer state
+    (AdamWeightDecayOptimizer's <var>/adam_m, <var>/adam_v; tf.train.AdamOptimizer's <var>/Adam,
+    <var>/Adam_1, beta1_power, beta2_power)."""
+    return (name in ("global_step", "beta1_power", "beta2_power")
+            or name.endswith(("/adam_m", "/adam_v", "/Adam", "/Adam_1")))
 
 
 def load(path, verify: bool = True) -> Bert:
-    """Load a BERT model directory (bert_config.json + bert_model.ckpt.*) or checkpoint prefix.
+    """Load a BERT model directory (bert_config.json + bert_model.ckpt.*) or checkpoint prefix,
+    or a transformers folder (config.json + model.safetensors, names mapped back through
+    transformers_names: the same weights as the checkpoint it was converted from).
 
     Every official name is mapped explicitly and its shape checked against the config. The heads
     (pooler, MLM, NSP) may be absent as a whole; anything else missing, any unknown name, or a
     wrong shape is a ValueError listing the names. Known unused names are listed in `.skipped`."""
-    config_path, ckpt_path = loading.find_files(path, CONFIG_FILE, CHECKPOINT_FILE)
-    config = BertConfig.from_json(config_path)
-    values = checkpoint.load_checkpoint(ckpt_path, verify=verify)
-    present, skipped = loading.match_variables(values, _expected_names(config), OPTIONAL_PARTS,
-                                               _skippable, CONFIG_FILE,
-                                               f"{ckpt_path} does not match {config_path}")
+    v = loading.read_variables(path, "bert", CONFIG_FILE, CHECKPOINT_FILE, BertConfig.from_json,
+                               verify)
+    config = v.config
+    heads = head_names(config, {name: value.shape for name, value in v.values.items()})
+    present, skipped = loading.match_variables(v.values, {**_expected_names(config), **heads},
+                                               OPTIONAL_PARTS + tuple(heads),
+                                               v.skippable(_skippable), v.config_file, v.where,
+                                               v.aliases)
+    held = tuple(part for part in ("mlm", "nsp", *heads) if present[part])
 
     def strip(part: dict, scope: str) -> dict | None:
         return loading.strip_scope(part, scope) or None
@@ -134,7 +212,8 @@ def load(path, verify: bool = True) -> Bert:
         pooler=strip(present["pooler"], "bert/pooler"),
         mlm=strip(present["mlm"], "cls/predictions"),
         nsp=strip(present["nsp"], "cls/seq_relationship"),
-        skipped=skipped, source=os.fspath(ckpt_path))
+        skipped=skipped, source=v.source, heads=held,
+        head_weights={name: value for part in heads for name, value in present[part].items()})
 
 
 def cast(model: Bert, dtype) -> Bert:
@@ -235,9 +314,11 @@ def mlm_logits(sequence: np.ndarray, w: dict, word_embeddings: np.ndarray, confi
     dense = act(ops.dense(sequence, w["transform/dense/kernel"], w["transform/dense/bias"]))
     normed = ops.layer_norm(dense, w["transform/LayerNorm/gamma"], w["transform/LayerNorm/beta"],
                             dialect.layer_norm_eps)
-    logits = normed @ word_embeddings.T + w["output_bias"]
     if trace is not None:
         trace.update({"MLM-Dense": dense, "MLM-Norm": normed})
+    logits = normed @ word_embeddings.T + w["output_bias"]
+    if trace is not None:  # keras-bert's MLM-Sim outputs probabilities (dialect "keras")
+        trace["MLM-Sim"] = ops.softmax(logits) if dialect.heads == "probs" else logits
     return logits
 
 
@@ -328,22 +409,69 @@ def forward(model: Bert, token_ids, segment_ids=None, attention_mask=None, diale
         x = transformer_layer(x, mask_bias, w, m.config, d, trace, index)
     sequence = x
 
+    # the heads in keras-bert's network order, each traced where it is computed
     pooled = nsp = mlm = None
-    if m.pooler is not None:
-        pooled = pooler(sequence, m.pooler)
     if m.mlm is not None:
         def compute_mlm():
             return mlm_logits(sequence, m.mlm, m.embeddings["word_embeddings"], m.config, d, trace)
         mlm = compute_mlm() if trace is not None else compute_mlm
+    if trace is not None:
+        trace["Extract"] = sequence[:, 0]
+    if m.pooler is not None:
+        pooled = pooler(sequence, m.pooler)
+        if trace is not None:
+            trace["NSP-Dense"] = pooled
     if m.nsp is not None and pooled is not None:
         nsp = nsp_logits(pooled, m.nsp)
-    if trace is not None:
-        head = ops.softmax if d.heads == "probs" else (lambda z: z)
-        trace["Extract"] = sequence[:, 0]
-        if pooled is not None:
-            trace["NSP-Dense"] = pooled
-        if mlm is not None:
-            trace["MLM-Sim"] = head(mlm)  # an array, not the deferred function, when tracing
-        if nsp is not None:
-            trace["NSP"] = head(nsp)
+        if trace is not None:
+            trace["NSP"] = ops.softmax(nsp) if d.heads == "probs" else nsp
     return BertOutput(sequence, pooled, mlm, nsp, m.source)
+
+
+# --- fine-tuning heads (google-research/bert run_classifier.py, run_squad.py) ---------------
+def _head_weights(model: Bert, part: str, names: str, x: np.ndarray, shape_text: str) -> dict:
+    """The weights of head `part` in x's dtype, after checking x (float, last axis D)."""
+    if x.dtype.kind != "f" or x.shape[-1:] != (model.config.hidden_size,):
+        raise ValueError(f"expected floats of shape {shape_text} with D = hidden_size "
+                         f"{model.config.hidden_size}, got shape {x.shape} and dtype {x.dtype}")
+    if part not in model.heads:
+        raise ValueError(f"{model.source} has no {part} head ({names}); it holds: "
+                         f"{', '.join(model.heads) or 'no heads'}")
+    return cast(model, x.dtype).head_weights
+
+
+def classifier_logits(model: Bert, pooled) -> np.ndarray:
+    """run_classifier.py create_model: pooled output_weights^T + output_bias:
+    (B, D), output_weights (num_labels, D) -> (B, num_labels)."""
+    pooled = np.asarray(pooled)
+    if pooled.ndim != 2:
+        raise ValueError(f"pooled has shape {pooled.shape}, expected (batch, hidden_size)")
+    w = _head_weights(model, "classifier", "output_weights, output_bias", pooled, "(B, D)")
+    return pooled @ w["output_weights"].T + w["output_bias"]
+
+
+def squad_logits(model: Bert, sequence) -> tuple[np.ndarray, np.ndarray]:
+    """run_squad.py create_model: sequence cls/squad/output_weights^T + cls/squad/output_bias,
+    split into start and end logits: (B, F, D) -> ((B, F), (B, F)) (no masking: run_squad.py
+    leaves it to the answer search)."""
+    sequence = np.asarray(sequence)
+    if sequence.ndim != 3:
+        raise ValueError(f"sequence has shape {sequence.shape}, expected (batch, length, hidden_size)")
+    w = _head_weights(model, "squad", "cls/squad/*", sequence, "(B, F, D)")
+    logits = sequence @ w["cls/squad/output_weights"].T + w["cls/squad/output_bias"]  # (B, F, 2)
+    return logits[..., 0], logits[..., 1]
+
+
+HEADS = ("classifier", "squad")
+
+
+def run_head(model: Bert, out, head: str) -> dict[str, np.ndarray]:
+    """The named tensors of one fine-tuning head from a forward BertOutput, in order:
+    "classifier" {"logits": (B, num_labels)}, "squad" {"start_logits": (B, F), "end_logits": (B, F)}."""
+    if head == "classifier":
+        return {"logits": classifier_logits(model, out.pooled)}
+    if head == "squad":
+        start, end = squad_logits(model, out.sequence)
+        return {"start_logits": start, "end_logits": end}
+    raise ValueError(f"unknown head {head!r}; expected one of {', '.join(HEADS)} (this "
+                     f"checkpoint holds: {', '.join(model.heads) or 'no heads'})")

@@ -582,15 +582,23 @@ def _assemble_slices(bundle: _Bundle, shards: _Shards, entry: Entry, name: str,
     return full
 
 
-def load_checkpoint(path, verify: bool = True) -> dict[str, np.ndarray]:
-    """{name: ndarray} of every variable; bfloat16 widened to float32, strings as bytes objects.
+def load_checkpoint(path, verify: bool = True, names=None) -> dict[str, np.ndarray]:
+    """{name: ndarray} of every variable (or only of `names`); bfloat16 widened to float32,
+    strings as bytes objects.
 
-    verify=True checks the masked crc32c of every tensor and of every index block."""
+    verify=True checks the masked crc32c of every tensor read and of every index block.
+    A name in `names` that the checkpoint lacks is a CheckpointError."""
     bundle = _open(path, verify)
+    wanted = bundle.entries
+    if names is not None:
+        unknown = [n for n in names if n not in bundle.entries]
+        if unknown:
+            raise CheckpointError(f"{bundle.prefix}: no variable {', '.join(map(repr, unknown))}")
+        wanted = {n: bundle.entries[n] for n in names}
     shards = _Shards(bundle)
     try:
         out = {}
-        for name, entry in sorted(bundle.entries.items(), key=lambda kv: (kv[1].shard_id, kv[1].offset)):
+        for name, entry in sorted(wanted.items(), key=lambda kv: (kv[1].shard_id, kv[1].offset)):
             if entry.slices:
                 out[name] = _assemble_slices(bundle, shards, entry, name, verify)
             else:

@@ -46,6 +46,13 @@ class Dialect:
     # XLNet mems when mem_len is None or 0: "none" returns no mems (TF _cache_mem), "all" keeps
     # all of the previous mems plus the current segment (transformers' cache_mem).
     xlnet_mems_without_mem_len: str = "none"
+    # XLNet SQuAD beam at inference (get_qa_outputs): start_top_log_probs / end_top_log_probs
+    # hold "log_softmax" values (TF) or "softmax" probabilities under the same names
+    # (transformers' XLNetForQuestionAnswering).
+    squad_top_probs: str = "log_softmax"
+    # ... and end_top_log_probs / end_top_index (b, start_n_top * end_n_top) are flattened
+    # "start_major" (TF: column s * end_n_top + e) or "end_major" (transformers: e * start_n_top + s).
+    squad_end_top_order: str = "start_major"
 
     def bert_mask_value(self, dtype) -> np.floating:
         dtype = np.dtype(dtype)
@@ -64,7 +71,8 @@ DIALECTS = {
     "hf": Dialect(name="hf", gelu="erf", layer_norm_eps=1e-12, bert_mask="finfo.min",
                   bert_mask_from_token_zero=False, xlnet_mask="additive", clamp="symmetric",
                   query_excludes_self=False, heads="logits", xlnet_pad_id=None,
-                  xlnet_padded_self_visible=True, xlnet_mems_without_mem_len="all"),
+                  xlnet_padded_self_visible=True, xlnet_mems_without_mem_len="all",
+                  squad_top_probs="softmax", squad_end_top_order="end_major"),
 }
 
 

@@ -1,70 +1,59 @@
 """Golden cases: stored inputs and expected tensors, with their provenance and tolerances.
 
-A case is a folder `golden/cases/<name>/`:
-  case.json    name, model, checkpoint (path relative to the golden folder) and its sha256,
-               dialect, dtype, options, the generating command, package versions, tolerances,
-               the sha256 of every data file, and the agreement measured against the anchor
+A case is a folder `golden/cases/<name>/` (or any folder `refimpl golden make` wrote):
+  case.json    name, model, checkpoint (path relative to the golden folder, or absolute for a
+               user's own checkpoint) and its sha256, dialect, dtype, options, who can match
+               it, the generating command, package versions, tolerances, the sha256 of every
+               data file, and the agreement measured against the anchor (shipped cases)
   inputs.npz   the forward's array arguments (token_ids, segment_ids, ...)
   outputs.npz  every named tensor in network order: the trace, then the final outputs
 .npz is a zip of .npy files, readable from any language (numpy.load, cnpy, npyz, ...).
+A case with option "segments": S holds S consecutive segments of one memory run: every input
+has a leading segment axis (S, batch, length), segment s takes the mems of segment s - 1, and
+the output names get a "segment-<s>/" prefix (segment-0/Embed-Token, ..., segment-2/lm_logits).
 
-Tolerances are data: a default (rtol, atol) per dtype of the tensors being checked, and narrow
-overrides by name pattern, each with its reason. `compare` checks shapes before values and
-reports max abs/rel error and where; `verify` checks hashes, then recomputes a case with the
-reference and compares within tolerance (never bytes).
+Tolerances are data (refimpl/compare.py): a default (rtol, atol) per precision, and narrow
+overrides by name pattern, each with its reason. `verify` checks hashes, then recomputes a case
+with the reference and compares within tolerance (never bytes).
+
+    case, outputs = golden.make_case("xlnet", "golden/checkpoints/xlnet-tiny", inputs, options)
+    golden.write_case("my-case", case, inputs, outputs)
 """
 from __future__ import annotations
 
-import dataclasses
-import fnmatch
 import hashlib
+import importlib.metadata
 import json
 import os
+import sys
 import zipfile
 
 import numpy as np
+
+from refimpl import run
+from refimpl.compare import DEFAULT_TOLERANCES, Report, Tolerance, compare, tolerance_for  # noqa: F401
 
 CASE_FILE = "case.json"
 INPUTS = "inputs.npz"
 OUTPUTS = "outputs.npz"
 FORMAT_VERSION = 1
 
-# (rtol, atol) by the dtype of the tensors under test, compared with float64 expected values.
-DEFAULT_TOLERANCES = {
-    # Recomputing float64 golden values: other BLAS kernels, other summation orders; measured
-    # differences are ~1e-15 relative, amplified a little through LayerNorm and softmax.
-    "float64": {"rtol": 1e-7, "atol": 1e-9},
-    # A float32 implementation against float64 golden values: float32 rounding (eps 1.2e-7)
-    # accumulated over a few layers of tiny models; refimpl's own float32 path stays ~1e-6.
-    "float32": {"rtol": 1e-4, "atol": 2e-5},
-    # Half precision: rounding at 1e-3 relative per op.
-    "float16": {"rtol": 2e-2, "atol": 2e-2},
-    "bfloat16": {"rtol": 5e-2, "atol": 5e-2},
+# Who can reproduce a case of each dialect within its tolerances (stored in case.json as
+# "matchable_by"; the README's golden table says the same).
+MATCHABLE_BY = {
+    "tf": "the original TF code (google-research/bert, zihangdai/xlnet) and a faithful port of "
+          "it; transformers with hidden_act/ff_activation 'gelu_new' (its BERT mask is finfo.min: "
+          "the same wherever a row has a real token)",
+    "keras": "keras-bert / keras-xlnet (keras dialect: LayerNorm eps 1e-14, keras-xlnet's "
+             "multiplicative mask and pad id 5, softmax heads); a TF or transformers port will "
+             "differ at Permutation and wherever padding or probabilities enter, by design",
+    "hf": "transformers with its default exact-erf GELU ('gelu'); a port of the original TF code "
+          "(tanh GELU) will differ from the first FeedForward on, by design",
 }
 
 
 class GoldenError(ValueError):
     """A golden file or case that cannot be used: missing, malformed, or inconsistent."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerance:
-    rtol: float
-    atol: float
-    reason: str = "default"
-
-
-def tolerance_for(name: str, dtype, tolerances: dict | None = None) -> Tolerance:
-    """The tolerance for tensor `name` checked in `dtype`: the first matching override, else the
-    default for the dtype (float64's for any other dtype not listed)."""
-    tolerances = tolerances or {}
-    key = np.dtype(dtype).name if np.dtype(dtype).kind == "f" else "float64"
-    for override in tolerances.get("overrides", []):
-        if fnmatch.fnmatchcase(name, override["name"]) and override.get("dtype", key) == key:
-            return Tolerance(override["rtol"], override["atol"], override["reason"])
-    defaults = {**DEFAULT_TOLERANCES, **tolerances.get("defaults", {})}
-    entry = defaults.get(key, defaults["float64"])
-    return Tolerance(entry["rtol"], entry["atol"], f"default for {key}")
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -76,24 +65,50 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def read_npz(path: str) -> dict[str, np.ndarray]:
-    """Named arrays of an .npz, in file order; no pickles. GoldenError on anything unusable."""
+def read_npz(path) -> dict[str, np.ndarray]:
+    """Named arrays of an .npz, in file order; no pickles. GoldenError on anything unusable,
+    naming what the file is instead (.npy, text, not a zip, object arrays)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise GoldenError(f"{path}: a folder without {CASE_FILE}: expected an .npz file or a golden case folder")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except FileNotFoundError:
+        raise GoldenError(f"{path}: no such file") from None
+    except OSError as e:
+        raise GoldenError(f"{path}: cannot read ({e.strerror})") from None
+    if magic == b"\x93NUMPY":
+        raise GoldenError(f"{path}: a .npy file holds one unnamed array; expected an .npz of named "
+                          "tensors (np.savez(path, **{name: array}))")
+    if not magic.startswith(b"PK"):
+        raise GoldenError(f"{path}: not an .npz file (an .npz is a zip of .npy arrays; this file "
+                          f"starts with {magic!r})")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
-    except FileNotFoundError:
-        raise GoldenError(f"{path}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise GoldenError(f"{path}: holds object arrays (pickles), which are not read; expected "
+                              "numeric arrays") from None
+        raise GoldenError(f"{path}: not a readable .npz of numeric arrays ({e})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise GoldenError(f"{path}: not a readable .npz of numeric arrays ({e})") from None
 
 
-def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    np.savez_compressed(path, **{name: np.asarray(value) for name, value in arrays.items()})
+def write_npz(path, arrays: dict[str, np.ndarray]) -> str:
+    """Write the named arrays to exactly `path` (NumPy's savez would append .npz to another
+    suffix); returns the path written."""
+    path = os.fspath(path)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **{name: np.asarray(value) for name, value in arrays.items()})
+    return path
 
 
-def read_tensors(path: str) -> tuple[dict[str, np.ndarray], dict]:
+def read_tensors(path) -> tuple[dict[str, np.ndarray], dict]:
     """Tensors to compare from an .npz or a golden case folder: -> (tensors, tolerances)."""
-    if os.path.isdir(path):
+    path = os.fspath(path)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, CASE_FILE)):
         case = read_case(path)
         return read_npz(os.path.join(path, OUTPUTS)), case.get("tolerances", {})
     return read_npz(path), {}
@@ -117,8 +132,10 @@ def read_case(folder: str) -> dict:
     return case
 
 
-def write_case(folder: str, case: dict, inputs: dict, outputs: dict) -> dict:
-    """Write a case folder; fills case["files"] with the data files' sha256."""
+def write_case(folder, case: dict, inputs: dict, outputs: dict) -> dict:
+    """Write a case folder (case.json, inputs.npz, outputs.npz); fills case["files"] with the
+    data files' sha256 and returns the case as written."""
+    folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     write_npz(os.path.join(folder, INPUTS), inputs)
     write_npz(os.path.join(folder, OUTPUTS), outputs)
@@ -130,115 +147,59 @@ def write_case(folder: str, case: dict, inputs: dict, outputs: dict) -> dict:
     return case
 
 
-# --- comparison ----------------------------------------------------------------------------
-@dataclasses.dataclass
-class Row:
-    name: str
-    shape: tuple
-    status: str  # "ok", "MISMATCH", "missing", "shape", "dtype"
-    max_abs: float = 0.0
-    max_rel: float = 0.0
-    where: tuple = ()
-    tolerance: Tolerance | None = None
-    detail: str = ""
+def checkpoint_sha256(directory: str) -> dict[str, str]:
+    """{file name: sha256} of a model directory's weights and config (not of vocabularies or
+    other files beside them)."""
+    def is_model_file(f: str) -> bool:
+        return f.endswith(("config.json", ".safetensors")) or ".ckpt" in f
+    return {f: sha256(os.path.join(directory, f)) for f in sorted(os.listdir(directory))
+            if os.path.isfile(os.path.join(directory, f)) and is_model_file(f)}
 
 
-@dataclasses.dataclass
-class Report:
-    rows: list
-    extra: list  # names in ACTUAL only
-
-    @property
-    def unusable(self) -> list:
-        return [r for r in self.rows if r.status in ("missing", "shape", "dtype")]
-
-    @property
-    def mismatches(self) -> list:
-        return [r for r in self.rows if r.status == "MISMATCH"]
-
-    @property
-    def first_divergence(self) -> Row | None:
-        return next((r for r in self.rows if r.status != "ok"), None)
-
-    @property
-    def exit_code(self) -> int:
-        if self.unusable or not self.rows:
-            return 2
-        return 1 if self.mismatches else 0
-
-    def format(self, problems_only: bool = False) -> str:
-        """The table (every row, or only those not ok), then the first divergence."""
-        width = max([len(r.name) for r in self.rows] + [4])
-        lines = [f"{'name':<{width}}  {'shape':<18} {'max abs err':>11} {'max rel err':>11}  "
-                 f"{'where':<16} status"]
-        for r in self.rows:
-            if problems_only and r.status == "ok":
-                continue
-            if r.status in ("missing", "shape", "dtype"):
-                lines.append(f"{r.name:<{width}}  {str(r.shape):<18} {'':>11} {'':>11}  {'':<16} {r.detail}")
-                continue
-            lines.append(f"{r.name:<{width}}  {str(r.shape):<18} {r.max_abs:11.3g} {r.max_rel:11.3g}  "
-                         f"{str(r.where):<16} {r.status if r.status == 'ok' else r.status + ' ' + r.detail}")
-        if self.extra:
-            lines.append(f"# {len(self.extra)} tensors of ACTUAL are not in EXPECTED (ignored): "
-                         + ", ".join(self.extra[:10]) + (" ..." if len(self.extra) > 10 else ""))
-        first = self.first_divergence
-        lines.append(f"first divergence: {first.name if first else 'none'}")
-        compared = [r for r in self.rows if r.status in ("ok", "MISMATCH")]
-        lines.append(f"# {len(compared)} compared, {len(self.mismatches)} outside tolerance, "
-                     f"{len(self.unusable)} unusable")
-        return "\n".join(lines)
+def versions() -> dict:
+    out = {"python": sys.version.split()[0]}
+    for package in ("numpy", "refimpl", "tensorflow-cpu", "tf-keras", "keras-bert", "keras-xlnet",
+                    "keras-pos-embd", "torch", "transformers"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
 
 
-def compare_tensor(name: str, expected: np.ndarray, actual: np.ndarray, tolerances: dict | None = None,
-                   rtol: float | None = None, atol: float | None = None) -> Row:
-    """One tensor: shape first, then values within tolerance (for ACTUAL's dtype)."""
-    shape = tuple(expected.shape)
-    if tuple(actual.shape) != shape:
-        return Row(name, shape, "shape", detail=f"shape mismatch: ACTUAL has {tuple(actual.shape)}, EXPECTED {shape}")
-    for label, a in (("EXPECTED", expected), ("ACTUAL", actual)):
-        if a.dtype.kind not in "biuf":
-            return Row(name, shape, "dtype", detail=f"{label} has non-numeric dtype {a.dtype}")
-    tol = tolerance_for(name, actual.dtype if actual.dtype.kind == "f" else expected.dtype, tolerances)
-    if rtol is not None or atol is not None:
-        tol = Tolerance(tol.rtol if rtol is None else rtol, tol.atol if atol is None else atol, "command line")
-    e, a = expected.astype(np.float64), actual.astype(np.float64)
-    if e.size == 0:
-        return Row(name, shape, "ok", tolerance=tol)
-    err = np.abs(a - e)
-    err = np.where(np.isnan(a) & np.isnan(e), 0.0, err)  # NaN where NaN is expected agrees
-    err = np.where(np.isinf(e) & (a == e), 0.0, err)     # so does the same infinity
-    err = np.where(np.isnan(err), np.inf, err)
-    rel = err / np.maximum(np.abs(e), np.finfo(np.float64).tiny)
-    bad = err > tol.atol + tol.rtol * np.abs(np.where(np.isfinite(e), e, 0.0))
-    worst = np.unravel_index(int(np.argmax(np.where(bad, err, -1.0) if bad.any() else err)), shape)
-    row = Row(name, shape, "MISMATCH" if bad.any() else "ok", float(err.max()), float(rel.max()),
-              tuple(int(i) for i in worst), tol)
-    if bad.any():
-        row.detail = (f"{int(bad.sum())}/{err.size} outside rtol={tol.rtol:g} atol={tol.atol:g}; "
-                      f"at {row.where}: expected {e[worst]:.6g}, actual {a[worst]:.6g}")
-    return row
+def make_case(model: str, checkpoint, inputs: dict, options: dict | None = None, dialect: str = "tf",
+              dtype="float64", name: str = "case", description: str = "", command: str = "",
+              overrides: list | None = None, golden_dir: str | None = None) -> tuple[dict, dict]:
+    """Compute a case with refimpl: -> (case dict for write_case, outputs).
 
-
-def compare(expected: dict, actual: dict, tolerances: dict | None = None, rtol=None, atol=None,
-            allow_missing: bool = False) -> Report:
-    """Walk EXPECTED in its (network) order and compare each tensor with ACTUAL's."""
-    rows = []
-    for name, value in expected.items():
-        if name not in actual:
-            if not allow_missing:
-                rows.append(Row(name, tuple(value.shape), "missing", detail="missing from ACTUAL"))
-            continue
-        rows.append(compare_tensor(name, value, actual[name], tolerances, rtol, atol))
-    extra = [name for name in actual if name not in expected]
-    return Report(rows, extra)
+    model "bert" or "xlnet"; checkpoint a model directory (stored relative to `golden_dir` when
+    inside it, else absolute); inputs the forward's arrays (stacked on a leading segment axis
+    with options["segments"] = S, see the module docstring); options the forward's other
+    arguments (XLNet: mem_len, reuse_len, attn_type, clamp_len, bi_data, segments); overrides:
+    per-name tolerance overrides, each {"name": glob, "rtol", "atol", "reason"}."""
+    golden_dir = golden_dir or default_golden_dir()
+    directory = os.path.abspath(os.fspath(checkpoint))
+    if not os.path.isdir(directory):
+        raise GoldenError(f"checkpoint {checkpoint}: not a model directory")
+    inside = os.path.commonpath([directory, os.path.abspath(golden_dir)]) == os.path.abspath(golden_dir)
+    for override in overrides or []:
+        if not {"name", "rtol", "atol", "reason"} <= set(override):
+            raise GoldenError(f"tolerance override {override}: needs name, rtol, atol and reason")
+    case = {"name": name, "description": description, "model": model,
+            "checkpoint": os.path.relpath(directory, golden_dir) if inside else directory,
+            "dialect": dialect, "dtype": np.dtype(dtype).name, "options": dict(options or {}),
+            "matchable_by": MATCHABLE_BY.get(dialect, ""), "command": command,
+            "versions": versions(),
+            "tolerances": {"defaults": DEFAULT_TOLERANCES, "overrides": list(overrides or [])},
+            "files": {}, "checkpoint_sha256": checkpoint_sha256(directory)}
+    outputs = recompute(case, inputs, golden_dir)
+    return case, outputs
 
 
 # --- recomputing a case with the reference -------------------------------------------------
-def _run_bert(case: dict, inputs: dict, golden_dir: str) -> dict:
-    from refimpl import run
-    return run.named_tensors("bert", os.path.join(golden_dir, case["checkpoint"]), inputs,
-                             case["options"], case["dialect"], np.dtype(case["dtype"]))
+def _run_model(case: dict, inputs: dict, golden_dir: str) -> dict:
+    return run.compute(case["model"], os.path.join(golden_dir, case["checkpoint"]), inputs,
+                       case["options"], case["dialect"], np.dtype(case["dtype"]))
 
 
 def _run_pos_embd(case: dict, inputs: dict, golden_dir: str) -> dict:
@@ -254,27 +215,7 @@ def _run_pos_embd(case: dict, inputs: dict, golden_dir: str) -> dict:
     raise GoldenError(f"case {case['name']}: unknown pos_embd layer {opts['layer']!r}")
 
 
-def _run_xlnet(case: dict, inputs: dict, golden_dir: str) -> dict:
-    """One forward, or with option "segments": S, S consecutive segments (inputs stacked on a
-    leading axis), each taking the previous one's mems; names then get a "segment-<s>/" prefix."""
-    from refimpl import run, xlnet
-    options = dict(case["options"])
-    segments = options.pop("segments", None)
-    model = xlnet.load(os.path.join(golden_dir, case["checkpoint"]))  # once for all segments
-    dtype = np.dtype(case["dtype"])
-    if segments is None:
-        return run.named_tensors("xlnet", model, inputs, options, case["dialect"], dtype)
-    outputs, mems = {}, None
-    for s in range(segments):
-        step = {name: value[s] for name, value in inputs.items()}
-        tensors = run.named_tensors("xlnet", model, {**step, "mems": mems}, options,
-                                    case["dialect"], dtype)
-        mems = [tensors[name] for name in tensors if name.startswith("mems/")] or None
-        outputs.update({f"segment-{s}/{name}": value for name, value in tensors.items()})
-    return outputs
-
-
-RUNNERS = {"bert": _run_bert, "pos_embd": _run_pos_embd, "xlnet": _run_xlnet}
+RUNNERS = {"bert": _run_model, "pos_embd": _run_pos_embd, "xlnet": _run_model}
 
 
 def recompute(case: dict, inputs: dict, golden_dir: str) -> dict:
@@ -318,6 +259,37 @@ def verify_case(folder: str, golden_dir: str) -> tuple[list[str], Report | None]
     expected = read_npz(os.path.join(folder, OUTPUTS))
     actual = recompute(case, inputs, golden_dir)
     return problems, compare(expected, actual, case["tolerances"])
+
+
+def check_default_run(model: str, tensors: dict, golden_dir: str, checkpoint_dir: str) -> str:
+    """One line for `refimpl run`: does this run of the default example match the golden case
+    <model>-run-default? Checked when checkpoint_dir holds the case's checkpoint (same sha256
+    of every file: a copy of the shipped one counts)."""
+    folder = os.path.join(golden_dir, "cases", f"{model}-run-default")
+    try:
+        case = read_case(folder)
+    except GoldenError:
+        return f"golden: no case {model}-run-default in {golden_dir}"
+    recorded = case.get("checkpoint_sha256", {})
+    try:
+        same = bool(recorded) and all(sha256(os.path.join(checkpoint_dir, f)) == digest
+                                      for f, digest in recorded.items())
+    except OSError:
+        same = False
+    if not same:
+        return (f"golden: the checkpoint is not the one of case {model}-run-default (sha256 "
+                "differs), nothing to compare with (see refimpl compare)")
+    expected, tolerances = read_tensors(folder)
+    report = compare(expected, tensors, tolerances)
+    if report.exit_code == 0:
+        worst = max(r.max_abs for r in report.compared)
+        return (f"golden: matches case {model}-run-default ({len(report.compared)} tensors, max abs "
+                f"error {worst:.2g})")
+    first = report.first_divergence
+    if first is None:
+        return f"golden: cannot check case {model}-run-default: " + "; ".join(report.problems())
+    return (f"golden: DOES NOT match case {model}-run-default: first divergence {first.name} "
+            f"({first.status} {first.detail})")
 
 
 def default_golden_dir() -> str:

@@ -1,13 +1,22 @@
-"""What the BERT and XLNet loaders share: finding the files, matching checkpoint variables
-against the official names and shapes, and casting weights to the compute dtype once."""
+"""What the BERT and XLNet loaders share, and the one door to weights: finding the files,
+reading a TF checkpoint (refimpl.checkpoint) or a transformers folder (config.json +
+model.safetensors, through the model's name table: refimpl.convert), matching the variables
+against the official names and shapes, and casting weights to the compute dtype once.
+bert.py and xlnet/ call `read_variables` and never a reader themselves."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
 import weakref
+from typing import Callable
 
 import numpy as np
+
+from refimpl import checkpoint
+
+TRANSFORMERS_CONFIG = "config.json"
+TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
 
 def read_config(cls, path: str, exact_keys: bool):
@@ -48,13 +57,60 @@ def find_files(path, config_file: str, checkpoint_file: str) -> tuple[str, str]:
     return config, path
 
 
+def is_transformers_folder(path, config_file: str, checkpoint_file: str) -> bool:
+    """A directory holding config.json and model.safetensors (or a sharded index), and not the
+    official config + checkpoint (a folder holding both is read as the official checkpoint)."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return False
+    official = (os.path.isfile(os.path.join(path, config_file))
+                and os.path.exists(os.path.join(path, checkpoint_file + ".index")))
+    return (not official and os.path.isfile(os.path.join(path, TRANSFORMERS_CONFIG))
+            and any(os.path.isfile(os.path.join(path, f)) for f in TRANSFORMERS_WEIGHTS))
+
+
+@dataclasses.dataclass(frozen=True)
+class Variables:
+    """A model folder's config and weights under the official names, whatever the format."""
+    config: object  # the model's config dataclass (BertConfig, XLNetConfig)
+    values: dict  # {official name: array}; names outside the name table keep their own names
+    source: str  # the weights file or checkpoint prefix
+    config_file: str  # bert_config.json / xlnet_config.json, or config.json
+    where: str  # heading of match_variables' error: "<weights> does not match <config>"
+    aliases: dict = dataclasses.field(default_factory=dict)  # official -> transformers names
+    tied_copies: frozenset = frozenset()  # transformers' tied duplicates in `values`, not used
+
+    def skippable(self, model_skippable: Callable[[str], bool]) -> Callable[[str], bool]:
+        """The model's skippable() plus the tied copies of a transformers folder."""
+        return lambda name: name in self.tied_copies or model_skippable(name)
+
+
+def read_variables(path, model: str, config_file: str, checkpoint_file: str,
+                   read_config: Callable[[str], object], verify: bool = True) -> Variables:
+    """The config and {official name: array} of a model directory or checkpoint prefix
+    (`config_file` + `checkpoint_file`.*, read with `read_config` and refimpl.checkpoint), or of
+    a transformers folder (config.json + model.safetensors, mapped back through the name table
+    of `model`, "bert" or "xlnet"). Matching the names is the caller's (match_variables)."""
+    if is_transformers_folder(path, config_file, checkpoint_file):
+        from refimpl import convert  # safetensors is imported there, only when needed
+        return convert.read_transformers(path, model)
+    config_path, ckpt_path = find_files(path, config_file, checkpoint_file)
+    config = read_config(config_path)
+    values = checkpoint.load_checkpoint(ckpt_path, verify=verify)
+    return Variables(config, values, os.fspath(ckpt_path), config_file,
+                     f"{ckpt_path} does not match {config_path}")
+
+
 def match_variables(values: dict, expected: dict, optional_parts, skippable, config_file: str,
-                    where: str) -> tuple[dict, tuple]:
+                    where: str, aliases: dict | None = None) -> tuple[dict, tuple]:
     """Check checkpoint `values` against `expected` ({part: {name: shape}}).
 
     Returns ({part: {name: array}}, skipped names). An optional part may be absent as a whole
     (then {}); anything else missing, any name neither expected nor `skippable`, a wrong shape
-    or a non-float dtype is collected, and all of them raise one ValueError listing the names."""
+    or a non-float dtype is collected, and all of them raise one ValueError listing the names.
+    `aliases` {official name: text} adds where a name comes from (a transformers folder's names)."""
+    aliases = aliases or {}
+    shown = lambda name: f"{name} ({aliases[name]})" if name in aliases else name  # noqa: E731
     known = {name for part in expected.values() for name in part}
     unexpected = sorted(n for n in values if n not in known and not skippable(n))
     skipped = tuple(sorted(n for n in values if n not in known and skippable(n)))
@@ -66,13 +122,13 @@ def match_variables(values: dict, expected: dict, optional_parts, skippable, con
             present[part] = {}
             continue
         if missing:
-            problems.append(f"missing {part} variables: {', '.join(missing)}")
+            problems.append(f"missing {part} variables: {', '.join(map(shown, missing))}")
         for name, shape in names.items():
             if name in values and tuple(values[name].shape) != shape:
-                problems.append(f"{name} has shape {tuple(values[name].shape)}, expected {shape} "
-                                f"from {config_file}")
+                problems.append(f"{shown(name)} has shape {tuple(values[name].shape)}, expected "
+                                f"{shape} from {config_file}")
             elif name in values and values[name].dtype.kind != "f":
-                problems.append(f"{name} has dtype {values[name].dtype}, expected floating point")
+                problems.append(f"{shown(name)} has dtype {values[name].dtype}, expected floating point")
         present[part] = {n: np.asarray(values[n]) for n in names if n in values}
     if problems:
         raise ValueError(f"{where}:\n  " + "\n  ".join(problems))

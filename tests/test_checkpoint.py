@@ -440,7 +440,7 @@ def test_cli_inspect():
     assert r.returncode == 0 and "shape: (2,)" in r.stdout
     r = _refimpl("inspect", os.path.join(GOLDEN, "bert-tiny"), "--values", "cls/seq_relationship/output_bia")
     assert r.returncode == 2 and "did you mean cls/seq_relationship/output_bias" in r.stderr
-    r = _refimpl("inspect", "/nonexistent/model.ckpt")
-    assert r.returncode == 1 and "does not exist" in r.stderr
+    r = _refimpl("inspect", "/nonexistent/model.ckpt")  # a missing path is unusable input, as for run
+    assert r.returncode == 2 and "/nonexistent/model.ckpt: no such file or directory" in r.stderr
     r = _refimpl()
     assert r.returncode == 2

@@ -11,6 +11,13 @@ uniform and a wrong mask or shift shows up as a large error.
 Like the official zips, each folder holds the config JSON and the .index/.data files; the
 `.meta` graph and the `checkpoint` state file are not written (nothing reads them).
 The sha256 of every file and the command are recorded in MANIFEST.json beside the folders.
+
+FINE_TUNED adds checkpoints in the layout the original fine-tuning scripts save: the encoder
+without the pre-training heads, the task head's variables, the optimizer state and global_step.
+XLNet's scripts use tf.train.AdamOptimizer when --weight_decay is 0 (their default: slots
+<var>/Adam, <var>/Adam_1 and beta1_power, beta2_power) and AdamWeightDecayOptimizer otherwise
+(<var>/adam_m, <var>/adam_v, as google-research/bert always does); both forms are written.
+`--models NAME ...` writes only those folders and updates their MANIFEST.json entries.
 """
 from __future__ import annotations
 
@@ -152,6 +159,162 @@ def save_v1_saver(variables: dict[str, np.ndarray], prefix: str, global_step: in
             saver.save(sess, prefix, write_meta_graph=False, write_state=False)
 
 
+# --- fine-tuned layouts ------------------------------------------------------------------------
+def _head_rng(seed: int) -> _Rng:
+    """A second generator per model for the head variables (the encoder's stay those of seed)."""
+    return _Rng([seed, 1], STD)
+
+
+def bert_classifier_variables(config: dict, seed: int, num_labels: int = 3) -> dict[str, np.ndarray]:
+    """google-research/bert run_classifier.py: the encoder and pooler, output_weights
+    [num_labels, H], output_bias; no cls/predictions, no cls/seq_relationship."""
+    v = {n: x for n, x in bert_variables(config, seed).items() if not n.startswith("cls/")}
+    rng, h = _head_rng(seed), config["hidden_size"]
+    v["output_weights"] = _dense(rng, (num_labels, h))
+    v["output_bias"] = _dense(rng, (num_labels,))
+    return v
+
+
+def bert_squad_variables(config: dict, seed: int) -> dict[str, np.ndarray]:
+    """google-research/bert run_squad.py: the encoder (and pooler, built by BertModel),
+    cls/squad/output_weights [2, H], cls/squad/output_bias [2]."""
+    v = {n: x for n, x in bert_variables(config, seed).items() if not n.startswith("cls/")}
+    rng, h = _head_rng(seed), config["hidden_size"]
+    v["cls/squad/output_weights"] = _dense(rng, (2, h))
+    v["cls/squad/output_bias"] = _dense(rng, (2,))
+    return v
+
+
+def _xlnet_encoder(config: dict, seed: int) -> dict[str, np.ndarray]:
+    """The pre-trained variables a fine-tuning graph builds: no mask_emb (no inp_q), no lm_loss."""
+    return {n: x for n, x in xlnet_variables(config, seed).items()
+            if n not in ("model/transformer/mask_emb/mask_emb", "model/lm_loss/bias")}
+
+
+def _summary(rng, config: dict, attn: bool, proj: bool) -> dict[str, np.ndarray]:
+    """modeling.py summarize_sequence's variables (scope sequnece_summary, sic)."""
+    d, n, dh = config["d_model"], config["n_head"], config["d_head"]
+    s, v = "model/sequnece_summary", {}
+    if attn:
+        v[f"{s}/summary_bias"] = _dense(rng, (d,))
+        for part in ("q", "k", "v", "o"):
+            v[f"{s}/abs_attn/{part}/kernel"] = _dense(rng, (d, n, dh))
+        v.update(_layer_norm(rng, f"{s}/abs_attn/LayerNorm", d))
+    if proj:
+        v[f"{s}/summary/kernel"] = _dense(rng, (d, d))
+        v[f"{s}/summary/bias"] = _dense(rng, (d,))
+    return v
+
+
+def xlnet_classifier_variables(config: dict, seed: int) -> dict[str, np.ndarray]:
+    """zihangdai/xlnet run_classifier.py, --task_name=yelp5 (5 classes), --summary_type=attn,
+    --use_summ_proj=True: summary attention + projection, model/classification_yelp5/logit."""
+    v, rng, d = _xlnet_encoder(config, seed), _head_rng(seed), config["d_model"]
+    v.update(_summary(rng, config, attn=True, proj=True))
+    v["model/classification_yelp5/logit/kernel"] = _dense(rng, (d, 5))
+    v["model/classification_yelp5/logit/bias"] = _dense(rng, (5,))
+    return v
+
+
+def xlnet_regression_variables(config: dict, seed: int) -> dict[str, np.ndarray]:
+    """zihangdai/xlnet run_classifier.py --is_regression, --task_name=sts-b, --summary_type=last,
+    --use_summ_proj=False: no summary variables, model/regression_sts-b/logit [d, 1]."""
+    v, rng, d = _xlnet_encoder(config, seed), _head_rng(seed), config["d_model"]
+    v["model/regression_sts-b/logit/kernel"] = _dense(rng, (d, 1))
+    v["model/regression_sts-b/logit/bias"] = _dense(rng, (1,))
+    return v
+
+
+def xlnet_squad_variables(config: dict, seed: int) -> dict[str, np.ndarray]:
+    """zihangdai/xlnet run_squad.py (function_builder.get_qa_outputs): start_logits/dense,
+    end_logits/{dense_0, LayerNorm, dense_1}, answer_class/{dense_0, dense_1 (no bias)}, all
+    outside the model/ scope."""
+    v, rng, d = _xlnet_encoder(config, seed), _head_rng(seed), config["d_model"]
+    v["start_logits/dense/kernel"] = _dense(rng, (d, 1))
+    v["start_logits/dense/bias"] = _dense(rng, (1,))
+    v["end_logits/dense_0/kernel"] = _dense(rng, (2 * d, d))
+    v["end_logits/dense_0/bias"] = _dense(rng, (d,))
+    v.update(_layer_norm(rng, "end_logits/LayerNorm", d))
+    v["end_logits/dense_1/kernel"] = _dense(rng, (d, 1))
+    v["end_logits/dense_1/bias"] = _dense(rng, (1,))
+    v["answer_class/dense_0/kernel"] = _dense(rng, (2 * d, d))
+    v["answer_class/dense_0/bias"] = _dense(rng, (d,))
+    v["answer_class/dense_1/kernel"] = _dense(rng, (d, 1))
+    return v
+
+
+def xlnet_race_variables(config: dict, seed: int) -> dict[str, np.ndarray]:
+    """zihangdai/xlnet run_race.py (get_race_loss), --summary_type=last, --use_summ_proj=True:
+    the summary projection and logits/dense [d, 1] outside the model/ scope."""
+    v, rng, d = _xlnet_encoder(config, seed), _head_rng(seed), config["d_model"]
+    v.update(_summary(rng, config, attn=False, proj=True))
+    v["logits/dense/kernel"] = _dense(rng, (d, 1))
+    v["logits/dense/bias"] = _dense(rng, (1,))
+    return v
+
+
+def save_fine_tuned(variables: dict[str, np.ndarray], prefix: str, optimizer: str,
+                    global_step: int, seed: int) -> None:
+    """Save as a fine-tuning run's Saver does: the variables, the optimizer state of
+    `optimizer` ("adam": tf.train.AdamOptimizer's slots and beta powers, created by the
+    optimizer itself; "adam_weight_decay": <var>/adam_m, <var>/adam_v as
+    AdamWeightDecayOptimizer creates them) with seeded values, and global_step."""
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    rng = np.random.default_rng([seed, 2])
+    slot_values = lambda shape: (0.01 * rng.normal(size=shape)).astype(np.float32)  # noqa: E731
+    graph = tf.Graph()
+    with graph.as_default():
+        params = [tf1.get_variable(name, initializer=tf.constant(value))
+                  for name, value in variables.items()]
+        step = tf1.train.get_or_create_global_step()
+        assigns = [step.assign(global_step)]
+        if optimizer == "adam":
+            adam = tf1.train.AdamOptimizer(learning_rate=1e-5)
+            adam.apply_gradients([(tf.zeros_like(p), p) for p in params], global_step=step)
+            for p in params:  # never run: the slots keep the values assigned here
+                m = slot_values(p.shape)
+                assigns += [adam.get_slot(p, "m").assign(m),
+                            adam.get_slot(p, "v").assign(m * m + 1e-6)]
+            beta1_power, beta2_power = adam._get_beta_accumulators()
+            assigns += [beta1_power.assign(0.9 ** (global_step + 1)),
+                        beta2_power.assign(0.999 ** (global_step + 1))]
+        elif optimizer == "adam_weight_decay":
+            for p in params:
+                name = p.op.name
+                m = slot_values(p.shape)
+                tf1.get_variable(name + "/adam_m", initializer=tf.constant(m), trainable=False)
+                tf1.get_variable(name + "/adam_v", initializer=tf.constant(m * m + 1e-6),
+                                 trainable=False)
+        else:
+            raise ValueError(f"unknown optimizer {optimizer!r}")
+        saver = tf1.train.Saver()
+        with tf1.Session(graph=graph) as sess:
+            sess.run(tf1.global_variables_initializer())
+            sess.run(assigns)
+            saver.save(sess, prefix, write_meta_graph=False, write_state=False)
+
+
+FINE_TUNED = {
+    # folder: (config file, checkpoint base name, config, variable builder, seed, optimizer,
+    #          global_step)
+    "bert-tiny-classifier": ("bert_config.json", "bert_model.ckpt", BERT_TINY,
+                             bert_classifier_variables, 1101, "adam_weight_decay", 1200),
+    "bert-tiny-squad": ("bert_config.json", "bert_model.ckpt", BERT_TINY, bert_squad_variables,
+                        1102, "adam_weight_decay", 1300),
+    "xlnet-tiny-classifier": ("xlnet_config.json", "xlnet_model.ckpt", XLNET_TINY,
+                              xlnet_classifier_variables, 2101, "adam", 1400),
+    "xlnet-tiny-regression": ("xlnet_config.json", "xlnet_model.ckpt",
+                              {**XLNET_TINY, "untie_r": False}, xlnet_regression_variables, 2102,
+                              "adam", 1500),
+    "xlnet-tiny-squad": ("xlnet_config.json", "xlnet_model.ckpt", XLNET_TINY,
+                         xlnet_squad_variables, 2103, "adam_weight_decay", 1600),
+    "xlnet-tiny-race": ("xlnet_config.json", "xlnet_model.ckpt", XLNET_TINY,
+                        xlnet_race_variables, 2104, "adam", 1700),
+}
+
+
 MODELS = {
     # folder: (config file, checkpoint base name, config, variable builder, seed)
     "bert-tiny": ("bert_config.json", "bert_model.ckpt", BERT_TINY, bert_variables, 1001),
@@ -169,23 +332,37 @@ def sha256(path: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "golden", "checkpoints"))
+    parser.add_argument("--models", nargs="+", choices=[*MODELS, *FINE_TUNED],
+                        help="write only these folders (default: all)")
     args = parser.parse_args(argv)
     import tensorflow as tf
 
     manifest = {"command": "python tools/make_checkpoints.py", "tensorflow": tf.__version__,
                 "numpy": np.__version__, "weight_std": STD, "models": {}}
-    for folder, (config_name, ckpt_name, config, build, seed) in MODELS.items():
+    manifest_path = os.path.join(args.out, "MANIFEST.json")
+    if args.models and os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            manifest["models"] = json.load(f)["models"]
+    for folder in args.models or [*MODELS, *FINE_TUNED]:
+        if folder in MODELS:
+            config_name, ckpt_name, config, build, seed = MODELS[folder]
+        else:
+            config_name, ckpt_name, config, build, seed, optimizer, step = FINE_TUNED[folder]
         out = os.path.join(args.out, folder)
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, config_name), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
             f.write("\n")
-        save_v1_saver(build(config, seed), os.path.join(out, ckpt_name))
+        entry = {"seed": seed}
+        if folder in MODELS:
+            save_v1_saver(build(config, seed), os.path.join(out, ckpt_name))
+        else:
+            save_fine_tuned(build(config, seed), os.path.join(out, ckpt_name), optimizer, step, seed)
+            entry.update(layout=" ".join(build.__doc__.split(":")[0].split()), optimizer=optimizer,
+                         global_step=step)
         files = sorted(os.listdir(out))
-        manifest["models"][folder] = {
-            "seed": seed,
-            "files": {name: sha256(os.path.join(out, name)) for name in files},
-        }
+        entry["files"] = {name: sha256(os.path.join(out, name)) for name in files}
+        manifest["models"][folder] = entry
         print(f"wrote {out}: {', '.join(files)}")
     with open(os.path.join(args.out, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)

@@ -22,44 +22,57 @@ HF_TOLERANCE = {"rtol": 1e-5, "atol": 1e-4}
 
 
 def anchor_transformers(case, inputs: dict, outputs: dict) -> dict:
-    """transformers' XLNet with the tanh GELU computes dialect "tf" (clamp to [-c, c], additive
-    -1e30 masking, query stream only through perm_mask): compare every layer's output of both
-    streams (its hidden states), the attention probabilities and the final output."""
+    """transformers' XLNet computes dialect "hf" (erf GELU), and with ff_activation "gelu_new"
+    (the tanh GELU) dialect "tf" (clamp to [-c, c], additive -1e30 masking, query stream only
+    through perm_mask): compare every layer's output of both streams (its hidden states), the
+    attention probabilities, the final output and the mems, segment by segment for a memory
+    run (transformers' mems passed on, as refimpl's)."""
     import importlib.metadata
     import torch
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     import test_transformers_anchor as harness
-    assert case.dialect == "tf" and "segments" not in case.options, case.name
+    assert case.dialect in ("tf", "hf"), case.name
     opts = case.options
+    activation = "gelu_new" if case.dialect == "tf" else "gelu"
     m, model = harness.hf_xlnet(os.path.basename(case.checkpoint), opts.get("mem_len"),
                                 opts.get("reuse_len"), opts.get("attn_type", "bi"),
-                                opts.get("clamp_len") or -1, opts.get("bi_data", False), "gelu_new")
-    as_float = lambda name: None if name not in inputs else torch.from_numpy(inputs[name]).float()  # noqa: E731
-    with torch.no_grad():
-        theirs = model.transformer(
-            torch.from_numpy(inputs["token_ids"]), attention_mask=as_float("attention_mask"),
-            token_type_ids=None if "segment_ids" not in inputs else torch.from_numpy(inputs["segment_ids"]),
-            perm_mask=as_float("perm_mask"), target_mapping=as_float("target_mapping"),
-            output_hidden_states=True, output_attentions=True)
-    two_stream = "target_mapping" in inputs
-    hidden = theirs.hidden_states  # before each layer, then the output; (h, g) pairs interleaved
+                                opts.get("clamp_len") or -1, opts.get("bi_data", False), activation)
+    segments = opts.get("segments")
+    stacked = inputs if segments else {k: v[None] for k, v in inputs.items()}
     n_layer = m.config.n_layer
-    pairs = {}
-    for k in range(1, n_layer + 1):
-        if two_stream:
-            pairs[f"FeedForward-Normal-{k}"] = (outputs[f"FeedForward-Normal-{k}"], hidden[2 * k].numpy())
-            pairs[f"FeedForward-Normal-{k}/query"] = (outputs[f"FeedForward-Normal-{k}/query"], hidden[2 * k + 1].numpy())
-            probs_h, probs_g = theirs.attentions[k - 1]
-            pairs[f"Attention-{k}/prob"] = (outputs[f"Attention-{k}/prob"], probs_h.numpy())
-            pairs[f"Attention-{k}/query/prob"] = (outputs[f"Attention-{k}/query/prob"], probs_g.numpy())
-        else:
-            pairs[f"FeedForward-Normal-{k}"] = (outputs[f"FeedForward-Normal-{k}"], hidden[k].numpy())
-            pairs[f"Attention-{k}/prob"] = (outputs[f"Attention-{k}/prob"], theirs.attentions[k - 1].numpy())
-    final = "query" if two_stream else "content"
-    pairs[final] = (outputs[final], theirs.last_hidden_state.numpy())
+    pairs, mems = {}, None
+    for s in range(len(stacked["token_ids"])):
+        step = {k: v[s] for k, v in stacked.items()}
+        prefix = f"segment-{s}/" if segments else ""
+        as_float = lambda name: None if name not in step else torch.from_numpy(step[name]).float()  # noqa: E731
+        with torch.no_grad():
+            theirs = model.transformer(
+                torch.from_numpy(step["token_ids"]), attention_mask=as_float("attention_mask"),
+                token_type_ids=None if "segment_ids" not in step else torch.from_numpy(step["segment_ids"]),
+                perm_mask=as_float("perm_mask"), target_mapping=as_float("target_mapping"),
+                mems=mems, use_mems=True, output_hidden_states=True, output_attentions=True)
+        mems = theirs.mems
+        two_stream = "target_mapping" in step
+        hidden = theirs.hidden_states  # before each layer, then the output; (h, g) pairs interleaved
+        for k in range(1, n_layer + 1):
+            if two_stream:
+                pairs[f"{prefix}FeedForward-Normal-{k}"] = (outputs[f"{prefix}FeedForward-Normal-{k}"], hidden[2 * k].numpy())
+                pairs[f"{prefix}FeedForward-Normal-{k}/query"] = (outputs[f"{prefix}FeedForward-Normal-{k}/query"], hidden[2 * k + 1].numpy())
+                probs_h, probs_g = theirs.attentions[k - 1]
+                pairs[f"{prefix}Attention-{k}/prob"] = (outputs[f"{prefix}Attention-{k}/prob"], probs_h.numpy())
+                pairs[f"{prefix}Attention-{k}/query/prob"] = (outputs[f"{prefix}Attention-{k}/query/prob"], probs_g.numpy())
+            else:
+                pairs[f"{prefix}FeedForward-Normal-{k}"] = (outputs[f"{prefix}FeedForward-Normal-{k}"], hidden[k].numpy())
+                pairs[f"{prefix}Attention-{k}/prob"] = (outputs[f"{prefix}Attention-{k}/prob"], theirs.attentions[k - 1].numpy())
+        final = "query" if two_stream else "content"
+        pairs[prefix + final] = (outputs[prefix + final], theirs.last_hidden_state.numpy())
+        for i, mem in enumerate(theirs.mems or []):  # transformers keeps mems time-major
+            if f"{prefix}mems/{i}" in outputs:
+                pairs[f"{prefix}mems/{i}"] = (outputs[f"{prefix}mems/{i}"], mem.numpy().transpose(1, 0, 2))
+    why = f"; keras-xlnet cannot: {case.no_anchor}" if case.no_anchor else ""
     report = _anchor_report(f"transformers {importlib.metadata.version('transformers')} XLNetModel "
-                            f"(PyTorch float32) with ff_activation 'gelu_new' (= dialect tf); "
-                            f"keras-xlnet cannot: {case.no_anchor}", pairs, HF_TOLERANCE)
+                            f"(PyTorch float32) with ff_activation {activation!r} (= dialect "
+                            f"{case.dialect}){why}", pairs, HF_TOLERANCE)
     return report
 
 
@@ -162,6 +175,19 @@ CASES = [
     _case("xlnet-bi-data", tokens(2, 6), dialect="tf", options={"bi_data": True},
           no_anchor="keras-xlnet has no bi_data",
           description="bi_data: forward positions for the first half of the batch, backward for the second"),
+    _case("xlnet-uni-tf", tokens(2, 6), dialect="tf", options={"attn_type": "uni"},
+          no_anchor="keras-xlnet's uni differs by design (its epsilon softmax, 1.3e-3 at position 0)",
+          description="uni (causal), dialect tf: what a port of the original computes"),
+    _case("xlnet-uni-mems-tf", tokens(2, 4, segments=3), dialect="tf",
+          options={"attn_type": "uni", "mem_len": 6, "segments": 3},
+          no_anchor="keras-xlnet's memory is a stateful buffer and its uni softmax differs",
+          description="three consecutive segments of 4, uni, functional mems with mem_len 6, dialect tf"),
+    _case("xlnet-tied-two-stream-tf", two_stream(2, 7, 2), checkpoint="xlnet-tiny-tied", dialect="tf",
+          no_anchor="keras-xlnet has no perm_mask or target_mapping input",
+          description="the untie_r false checkpoint in the TF pre-training form (perm_mask, 2 targets)"),
+    _case("xlnet-hf-mems", tokens(2, 5, segments=2), dialect="hf", options={"segments": 2},
+          no_anchor="dialect hf: the exact-erf GELU, and mems kept whole when mem_len is None",
+          description="dialect hf (transformers): erf GELU, two segments, mem_len None keeps every row"),
 ]
 
 

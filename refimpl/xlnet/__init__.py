@@ -7,7 +7,10 @@
                         dtype=np.float64, trace=None, inp_q=None)
     out.content (b, l, D)   out.query (b, m, D), (b, l, D) or None   out.mems [(b, mlen, D)] or None
     xlnet.lm_logits(m, hidden) (b, *, V); xlnet.lm_probs; xlnet.lm_head (per dialect);
-    xlnet.sequence_summary(m, hidden, "last")
+    xlnet.sequence_summary(m, content, summary_type=None, use_summ_proj=None, attention_mask=None)
+    fine-tuning heads (heads.py): xlnet.classification_logits(m, content, task) (b, n_class),
+    xlnet.regression(m, content, task) (b,), xlnet.race_logits(m, content) (b, n_choice),
+    xlnet.squad_outputs(m, content, p_mask, ...) {name: array}, xlnet.run_head(m, out, head)
     xlnet.KerasMemory + xlnet.stateful_forward: keras-xlnet's stateful Memory layers
 
 Axis legend (all modules): b batch, i query position, j key position (memory first, then the
@@ -16,7 +19,8 @@ s segment relation, D model width, V vocabulary. Arrays are batch-major.
 
 Modules: weights (config, loading), positions (relative_positional_encoding, rel_shift),
 attention (masks, rel_attn_core, post_attention, positionwise_ffn, rel_multihead_attn,
-two_stream_rel_attn), memory (cache_mem, keras-transformer-xl's Memory), model (forward, heads).
+two_stream_rel_attn), memory (cache_mem, keras-transformer-xl's Memory), model (forward, LM head),
+heads (sequence_summary and the fine-tuning heads of function_builder.py).
 
 `trace`, when a dict, is filled with keras-xlnet's layer names: Embed-Token, Embed-Mask (query
 stream start), Embed-Pos (b, r, D), Permutation (b, l, j) and Permutation/query (1 = may attend:
@@ -33,14 +37,17 @@ from refimpl.xlnet.attention import (attention_masks, head_projection, positionw
                                      two_stream_rel_attn)
 from refimpl.xlnet.memory import KerasMemory, cache_mem, keras_memory_read, keras_memory_update
 from refimpl.xlnet.model import (Output, forward, lm_head, lm_logits, lm_probs, mask_embedding,
-                                 sequence_summary, stateful_forward)
+                                 stateful_forward)
+from refimpl.xlnet.heads import (classification_logits, race_logits, regression, run_head,
+                                 sequence_summary, squad_outputs)
 from refimpl.xlnet.positions import (clamp_positions, positional_embedding,
                                      relative_positional_encoding, rel_shift)
 from refimpl.xlnet.weights import XLNet, XLNetConfig, cast, load
 
 __all__ = [
     "KerasMemory", "Output", "XLNet", "XLNetConfig", "attention_masks", "cache_mem", "cast",
-    "clamp_positions", "forward", "head_projection", "keras_memory_read", "keras_memory_update",
+    "clamp_positions", "classification_logits", "race_logits", "regression", "run_head",
+    "squad_outputs", "forward", "head_projection", "keras_memory_read", "keras_memory_update",
     "lm_head", "lm_logits", "lm_probs", "load", "mask_embedding", "positional_embedding",
     "positionwise_ffn",
     "post_attention", "rel_attn_core", "rel_multihead_attn", "rel_shift",

@@ -36,13 +36,17 @@ def segment_matrix(segment_ids: np.ndarray, mlen: int, dtype) -> np.ndarray:
 
 def attention_masks(bsz: int, qlen: int, mlen: int, input_mask: np.ndarray | None,
                     perm_mask: np.ndarray | None, attn_type: str, padded_self_visible: bool,
-                    query_excludes_self: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(content mask, query mask), each (b, i, j) bool, True = blocked; memory never blocked.
+                    query_excludes_self: bool,
+                    same_length: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(content mask, query mask), each (b, i, j) bool, True = blocked; memory is blocked only
+    by same_length.
 
     input_mask (b, l): True = padding, applied to keys. perm_mask (b, i, l): True = blocked.
     "uni" blocks keys after the query (_create_mask). The content stream always sees its own
     position, where padded_self_visible (TF's (mask - eye) > 0) even a padded one; the query
-    stream uses the mask as is, plus the diagonal when query_excludes_self (keras-xlnet)."""
+    stream uses the mask as is, plus the diagonal when query_excludes_self (keras-xlnet).
+    same_length with "uni" (_create_mask's band): query i also loses every key more than mlen
+    positions back, memory included, so each query sees mlen + 1 keys; no effect with "bi"."""
     blocked = np.zeros((bsz, qlen, qlen), bool)
     if perm_mask is not None:
         blocked |= perm_mask
@@ -56,7 +60,11 @@ def attention_masks(bsz: int, qlen: int, mlen: int, input_mask: np.ndarray | Non
         content = (blocked & ~eye) | pad
     query = blocked | pad | eye if query_excludes_self else blocked | pad
     mems = np.zeros((bsz, qlen, mlen), bool)
-    return np.concatenate([mems, content], axis=2), np.concatenate([mems, query], axis=2)
+    content, query = np.concatenate([mems, content], axis=2), np.concatenate([mems, query], axis=2)
+    if attn_type == "uni" and same_length:  # key j (memory first) blocked when j < i
+        too_far = np.tril(np.ones((qlen, mlen + qlen), bool), k=-1)[None]
+        content, query = content | too_far, query | too_far
+    return content, query
 
 
 def softmax_additive(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -88,25 +96,30 @@ def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_
     if xlnet_mask not in ("keras", "additive"):
         raise ValueError(f"unknown xlnet_mask {xlnet_mask!r}; expected 'additive' or 'keras'")
     scale = q_head.dtype.type(1.0 / math.sqrt(q_head.shape[-1]))
+    name = f"Attention-{layer}{stream}"  # trace names, each recorded right where it is computed
     ac = ops.attention_scores(q_head + r_w_bias, k_head_h)  # einsum bind,bjnd->bnij
     assert attn_mask.shape == (ac.shape[0],) + ac.shape[2:], (attn_mask.shape, ac.shape)
+    if trace is not None:
+        trace[f"{name}/ac"] = ac
     bd = ops.attention_scores(q_head + r_r_bias, k_head_r)  # einsum bind,brnd->bnir
     bd = rel_shift(bd, klen=ac.shape[-1])
-    # score is scratch from here on: a new array when ac is traced, else ac itself
-    score = ac + bd if trace is not None else np.add(ac, bd, out=ac)
+    if trace is not None:
+        trace[f"{name}/bd"] = bd
+    # work: the scaled score ac + bd + ef, scratch that the softmax overwrites with attn_prob
+    # (a new array, so ac and bd keep their meaning)
+    work = ac + bd
     if seg_mat is not None:
         ef = np.einsum("bind,snd->bnis", q_head + r_s_bias, seg_embed, optimize=True)
         ef = np.einsum("bijs,bnis->bnij", seg_mat, ef, optimize=True)
-        score += ef
-    score *= scale
-    softmax = softmax_keras if xlnet_mask == "keras" else softmax_additive
-    attn_prob = softmax(score, attn_mask[:, None])
-    attn_vec = ops.attention_values(attn_prob, v_head_h)  # einsum bnij,bjnd->bind
-    if trace is not None:
-        name = f"Attention-{layer}{stream}"
-        trace.update({f"{name}/ac": ac, f"{name}/bd": bd, f"{name}/prob": attn_prob})
-        if seg_mat is not None:
+        if trace is not None:
             trace[f"{name}/ef"] = ef
+        work += ef
+    work *= scale
+    softmax = softmax_keras if xlnet_mask == "keras" else softmax_additive
+    attn_prob = softmax(work, attn_mask[:, None])
+    if trace is not None:
+        trace[f"{name}/prob"] = attn_prob
+    attn_vec = ops.attention_values(attn_prob, v_head_h)  # einsum bnij,bjnd->bind
     return attn_vec
 
 

@@ -1,4 +1,5 @@
-"""The XLNet forward pass (transformer_xl in zihangdai/xlnet modeling.py), heads and summary.
+"""The XLNet forward pass (transformer_xl in zihangdai/xlnet modeling.py) and the LM head
+(fine-tuning heads: heads.py).
 
 Axis legend: b batch, l (= i) segment position, j key position (memory first), m prediction
 target, D model width, V vocabulary. Batch-major throughout.
@@ -40,6 +41,16 @@ def _optional_int(value, name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} {value!r}: expected None or an integer >= 0")
     return int(value)
+
+
+def _clamp_len(value) -> int | None:
+    """clamp_len: None, or -1 (zihangdai/xlnet's default spelling), mean no clamping."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value == -1:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value < 0:
+        raise ValueError(f"clamp_len {value!r}: expected None or an integer >= 0 (or -1, the "
+                         "original's spelling of no clamping)")
+    return _optional_int(value, "clamp_len")
 
 
 def _check_inputs(m: XLNet, token_ids, segment_ids, attention_mask, perm_mask, target_mapping,
@@ -124,7 +135,7 @@ def mask_embedding(word_emb_k: np.ndarray, mask_emb: np.ndarray, inp_q: np.ndarr
 def forward(model: XLNet, token_ids, segment_ids=None, attention_mask=None, perm_mask=None,
             target_mapping=None, mems=None, mem_len=None, reuse_len=None, attn_type="bi",
             clamp_len=None, bi_data=False, dialect="tf", dtype=np.float64,
-            trace: dict | None = None, inp_q=None) -> Output:
+            trace: dict | None = None, inp_q=None, same_length=False) -> Output:
     """XLNet: (b, l) token ids -> Output(content (b, l, D), query, mems).
 
     segment_ids (b, l) ints or None (None: no segment term, as the original with seg_id=None).
@@ -133,14 +144,16 @@ def forward(model: XLNet, token_ids, segment_ids=None, attention_mask=None, perm
     (b, m, l) one-hot, g starting from mask_emb per target (TF, transformers), or inp_q (b, l)
     0/1, g = inp_q * mask_emb + (1 - inp_q) * word embedding at every position (the original
     without target_mapping, keras-xlnet's Input-Mask). mems: list of (b, mlen, D), one per layer.
-    mem_len / reuse_len: see cache_mem. clamp_len: None = no clamping.
+    mem_len / reuse_len: see cache_mem. clamp_len: None, -1 (the original's default) or 0 = no
+    clamping. same_length (with "uni" only, as in the original): every query sees the same
+    number of keys, mlen + 1 (itself and the mlen before it).
     trace: a dict filled with named intermediates (keras-xlnet layer names)."""
     d = dialects.get(dialect)
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     mem_len, reuse_len = _optional_int(mem_len, "mem_len"), _optional_int(reuse_len, "reuse_len")
-    clamp_len = _optional_int(clamp_len, "clamp_len")
+    clamp_len = _clamp_len(clamp_len)
     x = _check_inputs(model, token_ids, segment_ids, attention_mask, perm_mask, target_mapping,
                       inp_q, mems, attn_type, bi_data)
     m = cast(model, dtype)
@@ -156,39 +169,47 @@ def forward(model: XLNet, token_ids, segment_ids=None, attention_mask=None, perm
         padding = is_pad if padding is None else padding | is_pad
     perm = None if x["perm_mask"] is None else x["perm_mask"] == 1
     mask_h, mask_g = attention_masks(bsz, qlen, mlen, padding, perm, attn_type,
-                                     d.xlnet_padded_self_visible, d.query_excludes_self)
+                                     d.xlnet_padded_self_visible, d.query_excludes_self,
+                                     same_length=bool(same_length))
+    # trace entries are recorded right where each value is computed: the trace's order is the
+    # network's order, and `refimpl compare` names the first divergence by it
+    if trace is not None:
+        trace["Permutation"] = (~mask_h).astype(dtype)
+        trace["Permutation" + QUERY] = (~mask_g).astype(dtype)
 
     word_emb_k = ops.embedding_lookup(t["word_embedding/lookup_table"], x["token_ids"], "token id")
+    if trace is not None:
+        trace["Embed-Token"] = word_emb_k
     target_mapping = None if x["target_mapping"] is None else x["target_mapping"].astype(dtype)
     inp_q = None if x["inp_q"] is None else x["inp_q"].astype(dtype)
     output_h, output_g = word_emb_k, None
     if target_mapping is not None or inp_q is not None:
         output_g = mask_embedding(word_emb_k, t["mask_emb/mask_emb"], inp_q, target_mapping)
+        if trace is not None:
+            trace["Embed-Mask"] = output_g
     seg_mat = None if x["segment_ids"] is None else segment_matrix(x["segment_ids"], mlen, dtype)
+    if trace is not None and seg_mat is not None:  # keras-xlnet's per-layer name, one value
+        trace.update({f"Embed-Segment-{i + 1}": seg_mat for i in range(c.n_layer)})
     pos_emb = relative_positional_encoding(qlen, mlen + qlen, c.d_model, clamp_len, attn_type,
                                            bi_data, bsz, d.clamp, dtype)
     if trace is not None:
-        trace.update({"Embed-Token": word_emb_k, "Embed-Pos": pos_emb,
-                      "Permutation": (~mask_h).astype(dtype),
-                      "Permutation" + QUERY: (~mask_g).astype(dtype)})
-        if output_g is not None:
-            trace["Embed-Mask"] = output_g
+        trace["Embed-Pos"] = pos_emb
 
     activation = ops.activation(c.ff_activation, d.gelu)
     eps = d.layer_norm_eps
     new_mems = []
     for i, w in enumerate(m.layers):
+        if trace is not None:
+            trace[f"Memory-{i}"] = mems[i]
         new_mems.append(cache_mem(output_h, mems[i], mem_len, reuse_len,
                                   d.xlnet_mems_without_mem_len))
+        if trace is not None and new_mems[i] is not None:
+            trace[f"mems/{i}"] = new_mems[i]  # what this layer hands to the next segment
         seg_embed = None if seg_mat is None else t["seg_embed"][i]
         r_s_bias = None if seg_mat is None else m.layer_bias("r_s_bias", i)
         args = dict(r=pos_emb, mems=mems[i], w=w, r_w_bias=m.layer_bias("r_w_bias", i),
                     r_r_bias=m.layer_bias("r_r_bias", i), seg_mat=seg_mat, r_s_bias=r_s_bias,
                     seg_embed=seg_embed, xlnet_mask=d.xlnet_mask, eps=eps, trace=trace, layer=i + 1)
-        if trace is not None:
-            trace[f"Memory-{i}"] = mems[i]
-            if seg_mat is not None:
-                trace[f"Embed-Segment-{i + 1}"] = seg_mat
         if output_g is None:
             output_h = rel_multihead_attn(output_h, attn_mask=mask_h, **args)
         else:
@@ -244,22 +265,3 @@ def lm_head(model: XLNet, hidden, dialect="tf") -> np.ndarray:
     if dialects.get(dialect).heads == "probs":
         return lm_probs(model, hidden)
     return lm_logits(model, hidden)
-
-
-def sequence_summary(model: XLNet, hidden, summary_type: str = "last") -> np.ndarray:
-    """summarize_sequence with use_proj: pick the last (= <cls> with XLNet's left padding) or
-    first position, or the unmasked mean, then tanh(dense) with sequnece_summary/summary:
-    (b, l, D) -> (b, D). summary_type "attn" is not implemented."""
-    hidden = np.asarray(hidden)
-    if hidden.ndim != 3 or hidden.dtype not in (np.float32, np.float64):
-        raise ValueError(f"hidden has shape {hidden.shape} and dtype {hidden.dtype}, expected "
-                         "float32/float64 of shape (batch, length, d_model)")
-    if model.summary is None:
-        raise ValueError(f"{model.source} has no model/sequnece_summary/summary/{{kernel,bias}}")
-    picks = {"last": lambda h: h[:, -1], "first": lambda h: h[:, 0],
-             "mean": lambda h: h.mean(axis=1)}
-    if summary_type not in picks:
-        raise ValueError(f"summary_type {summary_type!r}: expected one of {', '.join(picks)} "
-                         "('attn' is not implemented)")
-    w = cast(model, hidden.dtype).summary
-    return np.tanh(ops.dense(picks[summary_type](hidden), w["kernel"], w["bias"]))

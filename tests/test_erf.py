@@ -1,0 +1,133 @@
+"""ops.erf (fdlibm's s_erf.c, vectorised) against math.erf, and gelu_erf built on it.
+
+The reference is math.erf, element by element (on glibc it is glibc's erf, itself derived from
+fdlibm, with its polynomials evaluated in another order: that is where the 1-ulp differences
+come from). Run with -s to see the histograms of ulp errors.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from refimpl import ops
+
+SQRT_2 = math.sqrt(2.0)
+# fdlibm's interval bounds of |x| (and the "1/0.35" it writes, a little below its real bound).
+BOUNDS = [2.0 ** -1015, 2.0 ** -28, 0.84375, 1.25, 1 / 0.35, ops.ERFC_SPLIT, 6.0]
+
+
+def neighbours(points, dtype, k: int = 8) -> np.ndarray:
+    """Each point, its k float neighbours on both sides, and the same negated."""
+    out = []
+    for p in np.asarray(points, dtype):
+        up = down = p
+        out.append(p)
+        for _ in range(k):
+            up, down = np.nextafter(up, dtype(np.inf)), np.nextafter(down, dtype(-np.inf))
+            out += [up, down]
+    out = np.array(out, dtype)
+    return np.concatenate([out, -out])
+
+
+def float64_points() -> np.ndarray:
+    """>= 10^6 finite float64 points: uniform in [-7, 7], log-spaced magnitudes from 1e-310
+    to 30 of both signs, fdlibm's interval bounds and their neighbours, subnormals."""
+    rng = np.random.default_rng(14)
+    tiny = np.finfo(np.float64).smallest_normal
+    magnitudes = np.geomspace(1e-310, 30.0, 200_000)
+    subnormals = np.concatenate([
+        np.arange(1, 1001) * np.finfo(np.float64).smallest_subnormal,  # the smallest ones
+        rng.uniform(0.0, tiny, 10_000),
+        neighbours([tiny], np.float64, 64)])
+    points = np.concatenate([
+        rng.uniform(-7.0, 7.0, 1_000_000),
+        magnitudes, -magnitudes,
+        neighbours(BOUNDS, np.float64, 64),
+        subnormals, -subnormals])
+    assert points.size >= 10 ** 6 and np.isfinite(points).all()
+    return points
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How many floats of a's dtype lie between a and b (0 when equal; +0 and -0 are equal)."""
+    bits = {np.dtype(np.float64): np.int64, np.dtype(np.float32): np.int32}[a.dtype]
+    ia = a.view(bits).astype(np.int64)
+    ib = b.view(bits).astype(np.int64)
+    lowest = np.iinfo(bits).min  # sign-magnitude bits -> a monotone integer line
+    ia = np.where(ia < 0, lowest - ia, ia)
+    ib = np.where(ib < 0, lowest - ib, ib)
+    return np.abs(ia - ib)
+
+
+def histogram(ulps: np.ndarray) -> dict:
+    return {int(k): int(n) for k, n in enumerate(np.bincount(ulps)) if n}
+
+
+def test_erf_float64_within_one_ulp_of_math_erf():
+    x = float64_points()
+    ours = ops.erf(x)
+    ref = np.array([math.erf(v) for v in x.tolist()])
+    assert ours.dtype == np.float64 and ours.shape == x.shape
+    ulps = ulp_distance(ours, ref)
+    print(f"\nfloat64 erf vs math.erf on {x.size} points, ulps: {histogram(ulps)}")
+    worst = int(np.argmax(ulps))
+    assert ulps.max() <= 1, (f"erf({x[worst]!r}) = {ours[worst]!r}, math.erf gives {ref[worst]!r}: "
+                             f"{ulps[worst]} ulps; histogram {histogram(ulps)}")
+    # Every branch of fdlibm is odd in x: the sign is exact.
+    assert np.array_equal(ops.erf(-x), -ours)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_erf_special_values(dtype):
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 6.0, -6.0, 30.0, -1e30, 5.9], dtype)
+    e = ops.erf(x)
+    assert e.dtype == dtype
+    assert e[0] == 0 and not np.signbit(e[0]) and e[1] == 0 and np.signbit(e[1])
+    np.testing.assert_array_equal(e[2:4], [1.0, -1.0])
+    assert np.isnan(e[4])
+    np.testing.assert_array_equal(e[5:9], [1.0, -1.0, 1.0, -1.0])
+    assert e[9] == dtype(math.erf(float(x[9])))
+    sub = np.finfo(dtype).smallest_subnormal
+    np.testing.assert_array_equal(ops.erf(np.array([sub, -sub], dtype)),
+                                  np.array([math.erf(float(sub)), -math.erf(float(sub))], dtype))
+
+
+def test_erf_shapes_and_inputs():
+    assert ops.erf(np.zeros((0, 3))).shape == (0, 3)
+    assert ops.erf(0.5) == math.erf(0.5) and ops.erf(0.5).shape == ()
+    assert ops.erf(np.array([1, 2])).dtype == np.float64
+    x = np.linspace(-3, 3, 2 * ops.ERF_BLOCK + 17).reshape(-1, 7, 1)  # blocks and a remainder
+    np.testing.assert_array_equal(ops.erf(x), ops.erf(x.reshape(-1)).reshape(x.shape))
+
+
+def test_erf_float32_is_math_erf_rounded():
+    """float32 is computed in float64 and rounded once: it equals math.erf rounded to float32
+    except where the float64 result is 1 ulp off next to a float32 rounding tie."""
+    x64 = float64_points()
+    x = np.concatenate([x64.astype(np.float32), neighbours(BOUNDS[1:], np.float32, 64)])
+    ours = ops.erf(x)
+    assert ours.dtype == np.float32
+    ref = np.array([math.erf(v) for v in x.astype(np.float64).tolist()]).astype(np.float32)
+    ulps = ulp_distance(ours, ref)
+    print(f"\nfloat32 erf vs float32(math.erf) on {x.size} points, float32 ulps: {histogram(ulps)}")
+    assert ulps.max() <= 1, histogram(ulps)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gelu_erf_matches_math_erf_formula(dtype):
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.standard_normal(50_000) * 3, rng.uniform(-12, 12, 50_000),
+                        [0.0, -0.0, 40.0, -40.0]]).astype(dtype).reshape(-1, 4)
+    ours = ops.gelu_erf(x)
+    assert ours.dtype == dtype and ours.shape == x.shape
+    # The element-by-element formula gelu_erf had before the vectorised erf.
+    e = np.array([math.erf(v / SQRT_2) for v in x.astype(np.float64).ravel().tolist()])
+    ref = dtype(0.5) * x * (dtype(1.0) + e.astype(dtype).reshape(x.shape))
+    # erf may be 1 ulp off (float64 erf) or 1 float32 ulp off after rounding: 0.5 |x| eps more.
+    eps = np.finfo(dtype).eps
+    bound = dtype(0.5) * np.abs(x) * eps + 2 * np.spacing(np.abs(ref))
+    assert (np.abs(ours - ref) <= bound).all(), np.max(np.abs(ours - ref) - bound)
+    print(f"\ngelu_erf {np.dtype(dtype).name}: {np.mean(ours == ref):.6f} of {x.size} equal "
+          "to the math.erf formula")
