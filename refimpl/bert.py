@@ -274,11 +274,15 @@ def attention_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, num_heads: in
     scores *= x.dtype.type(1.0 / math.sqrt(H))
     if mask_bias is not None:
         scores += mask_bias
-    probs = ops.softmax(scores, axis=-1, inplace=trace is None)  # scores is scratch unless traced
+    if trace is not None:  # each entry where it is computed
+        trace[f"{name}/scores"] = scores
+    probs = ops.softmax(scores, axis=-1)  # a new array: scores keeps its meaning
+    if trace is not None:
+        trace[f"{name}/prob"] = probs
     context = ops.attention_values(probs, v).reshape(B, F, D)  # einsum BNFT,BTNH->BFNH
     out = ops.dense(context, w["attention/output/dense/kernel"], w["attention/output/dense/bias"])
     if trace is not None:
-        trace.update({f"{name}/scores": scores, f"{name}/prob": probs, name: out})
+        trace[name] = out
     return out
 
 

@@ -8,7 +8,7 @@
 XLNetModel / XLNetLMHeadModel (PyTorch) and returns every tensor of refimpl's trace that the
 model computes (names in refimpl/bert.py and refimpl/xlnet/__init__.py), batch-major, plus the
 outputs under refimpl.run's names (sequence, pooled, mlm_logits, nsp_logits; content, query,
-mems/<i>, lm_logits). Each tensor is the one transformers computed, observed, never recomputed:
+mems/<i>, lm_logits or lm_logits/query). Each tensor is the one transformers computed, observed, never recomputed:
 module inputs and outputs through forward hooks on the instance's submodules, and values inside
 functions (XLNet's ac, bd, ef and prob in rel_attn_core, BERT's scores and prob) through the
 instance's methods wrapped for this call with a torch function mode that records the einsum,
@@ -24,8 +24,8 @@ Where transformers and refimpl name or shape things differently:
   are set on the instance for the call and restored.
 - XLNet without mems: Memory-<i> is (b, 0, D), as in refimpl. mems/<i> are the mems
   transformers returns (use_mems=True is passed). Without a query stream, lm_logits are the
-  LM head's logits; with target_mapping transformers' logits are on the query stream, which
-  refimpl's run names differently, so lm_logits is left out.
+  LM head's logits; with target_mapping transformers' logits are on the query stream:
+  refimpl's lm_logits/query (refimpl's lm_logits, of the content stream, is then not captured).
 - transformers builds XLNet's sinusoid (Embed-Pos) in float32 whatever the model's dtype:
   captured as it is (float32), so compare applies float32 tolerances to it.
 torch and transformers are imported only when a capture runs.
@@ -318,8 +318,8 @@ def _xlnet(model, torch, Calls, token_ids, segment_ids, attention_mask, perm_mas
         rec.tensors["query"] = rec.tensors[f"FeedForward-Normal-{n_layer}{QUERY}"]
     for i, mem in enumerate(out.mems or ()):
         put(f"mems/{i}", mem, tm)
-    if target_mapping is None and hasattr(out, "logits"):
-        put("lm_logits", out.logits)
+    if hasattr(out, "logits"):  # with target_mapping: the query stream's (refimpl's lm_logits/query)
+        put("lm_logits" if target_mapping is None else "lm_logits/query", out.logits)
 
 
 def transformers(model, token_ids, segment_ids=None, attention_mask=None, perm_mask=None,
