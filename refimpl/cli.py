@@ -168,16 +168,49 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _run_inputs(args) -> tuple[dict, np.ndarray]:
-    """(inputs, the (B, L) token ids of the first segment, for labels) from --inputs or
-    --tokens / --segments or the default example."""
+def _text_inputs(args, checkpoint_dir: str) -> tuple[dict, list]:
+    """(inputs, piece labels) from --text [--text-b]: the checkpoint's own tokenizer (vocab.txt or
+    spiece.model beside it) and the fine-tuning scripts' layout; with --target-len (XLNet) the
+    bare pieces cut into segments of that length, as keras-xlnet's memory example."""
+    from refimpl import text
+    try:
+        tokenizer = text.tokenizer_for(checkpoint_dir, args.model)
+        if args.target_len is None:
+            encoded = tokenizer.encode(args.text, args.text_b)
+            inputs = {k: np.array([encoded[k]]) for k in ("token_ids", "segment_ids", "attention_mask")}
+            return inputs, list(encoded["tokens"])
+        if args.model != "xlnet" or args.text_b is not None:
+            raise UsageError("--target-len runs one XLNet text in segments: give --model xlnet and "
+                             "no --text-b")
+        pieces = tokenizer.tokenize(args.text)
+        segments = text.segments_for_memory(tokenizer.convert_tokens_to_ids(pieces), args.target_len)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        raise UsageError(f"--text: {e}") from None
+    inputs = {k: np.array([[seg[k]] for seg in segments]) for k in ("token_ids", "attention_mask")}
+    inputs["segment_ids"] = np.zeros_like(inputs["token_ids"])  # one text: segment 0, as the note's run
+    args.num_segments = len(segments)
+    return inputs, pieces
+
+
+def _run_inputs(args, checkpoint_dir: str) -> tuple[dict, np.ndarray | list]:
+    """(inputs, labels of the first segment's tokens) from --text, --inputs or --tokens /
+    --segments or the default example."""
     from refimpl import run
+    if args.text_b is not None and args.text is None:
+        raise UsageError("--text-b needs --text")
+    if args.target_len is not None and args.text is None:
+        raise UsageError("--target-len needs --text (use --inputs with --num-segments for ids)")
+    sources = [name for name, value in (("--text", args.text), ("--inputs", args.inputs),
+                                        ("--tokens", args.tokens)) if value is not None]
+    if len(sources) > 1 or (args.segments is not None and args.tokens is None):
+        raise UsageError(f"{' and '.join(sources) or '--segments'}: give one of --text, --inputs, "
+                         "--tokens (with --segments)")
+    if args.text is not None:
+        return _text_inputs(args, checkpoint_dir)
     if args.inputs is not None:
-        if args.tokens is not None or args.segments is not None:
-            raise UsageError("--inputs replaces --tokens and --segments: give one or the other")
         inputs = read_inputs(args.inputs, args.model)
         tokens = inputs["token_ids"]
-        return inputs, tokens[0] if args.num_segments else tokens
+        return inputs, [str(t) for t in (tokens[0] if args.num_segments else tokens)[0]]
     default = run.DEFAULTS[args.model]
     tokens = parse_ids(default.tokens if args.tokens is None else args.tokens, "--tokens")
     segments_text = args.segments if args.segments is not None else (
@@ -185,7 +218,7 @@ def _run_inputs(args) -> tuple[dict, np.ndarray]:
     segments = None if segments_text is None else parse_ids(segments_text, "--segments")
     if segments is not None and segments.shape != tokens.shape:
         raise UsageError(f"--segments: shape {segments.shape} does not match --tokens {tokens.shape}")
-    return {"token_ids": tokens, "segment_ids": segments}, tokens
+    return {"token_ids": tokens, "segment_ids": segments}, [str(t) for t in tokens[0]]
 
 
 def cmd_run(args) -> int:
@@ -199,7 +232,7 @@ def cmd_run(args) -> int:
     if args.plot_attention:
         writable_file(args.plot_attention, "--plot-attention")
         need_matplotlib("--plot-attention")
-    inputs, tokens = _run_inputs(args)
+    inputs, labels = _run_inputs(args, checkpoint_dir)
     options = model_options(args)
     try:
         tensors = run.compute(args.model, checkpoint_dir, inputs, options, args.dialect, np.dtype(args.dtype))
@@ -207,12 +240,15 @@ def cmd_run(args) -> int:
         raise
     except ValueError as e:  # bad input to the model: the message names the value
         raise UsageError(str(e)) from None
-    emit(f"refimpl run: {args.model} {checkpoint_dir}, tokens {tokens.shape}, dialect {args.dialect}, "
-         f"{args.dtype}" + "".join(f", {k} {v}" for k, v in options.items()))
+    emit(f"refimpl run: {args.model} {checkpoint_dir}, tokens {np.shape(inputs['token_ids'])}, dialect "
+         f"{args.dialect}, {args.dtype}" + "".join(f", {k} {v}" for k, v in options.items()))
+    if args.text is not None:
+        emit(f"pieces: {labels}")
     emit(run.table(tensors, fine=args.all))
     status = 0
     is_default_example = (args.tokens is None and args.segments is None and args.inputs is None
-                          and args.dialect == "tf" and options in ({}, {"attn_type": "bi"}))
+                          and args.text is None and args.dialect == "tf"
+                          and options in ({}, {"attn_type": "bi"}))
     if is_default_example:
         line = golden.check_default_run(args.model, tensors, golden_dir, checkpoint_dir)
         status = 1 if "DOES NOT match" in line else 0
@@ -224,7 +260,14 @@ def cmd_run(args) -> int:
         written = golden.write_npz(args.out, tensors)
         emit(f"wrote {len(tensors)} tensors to {written}")
     if args.plot_attention:
-        labels = [str(t) for t in tokens[0]]
+        if options.get("segments"):  # the last segment, its keys: memory m0, m1, ..., then its tokens
+            last = f"segment-{options['segments'] - 1}/"
+            tensors = {k[len(last):]: v for k, v in tensors.items() if k.startswith(last)}
+            if args.target_len:  # the last segment's pieces, then its padding
+                labels = labels[(options["segments"] - 1) * args.target_len:]
+                labels = labels + ["<pad>"] * (args.target_len - len(labels))
+            else:
+                labels = [str(t) for t in np.asarray(inputs["token_ids"])[-1][0]]
         run.plot_attention(tensors, args.plot_attention,
                            f"{args.model} attention probabilities (batch item 0), "
                            f"{os.path.basename(os.path.normpath(checkpoint_dir))}", labels)
@@ -388,6 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--checkpoint", metavar="DIR", help="model directory (default: the shipped tiny one)")
     runp.add_argument("--tokens", help='token ids, e.g. "17 25 33" (rows separated by ";")')
     runp.add_argument("--segments", help="segment ids, same shape as --tokens (default: all 0)")
+    runp.add_argument("--text", help="a sentence, tokenized with the checkpoint's vocab.txt / spiece.model "
+                      "(needs [text] for XLNet); the table and plots are labelled with its pieces")
+    runp.add_argument("--text-b", help="a second text (BERT: [SEP] between; XLNet: <sep> between)")
+    runp.add_argument("--target-len", type=int, metavar="N",
+                      help="XLNet: run the text's pieces in segments of N, each with the memory of "
+                           "the previous ones (pass --mem-len), as keras-xlnet's memory example")
     runp.add_argument("--inputs", metavar="INPUTS.npz",
                       help="the forward's arrays (token_ids, segment_ids, attention_mask, perm_mask, "
                            "target_mapping, inp_q), as for golden make")
