@@ -6,7 +6,9 @@
 
 Each case reseeds its own generator (seed = crc32 of its name), is computed by refimpl in
 float64, and is checked against the anchor (keras-bert, keras-pos-embd, keras-xlnet on
-TensorFlow-CPU in float32); a case the anchor disagrees with beyond ANCHOR_TOLERANCE is refused.
+TensorFlow-CPU in float32; transformers where Keras cannot express a case; for the fine-tuning
+heads transformers and the original's head code, both in float64, see HEAD_TOLERANCE); a case
+the anchor disagrees with beyond its tolerance is refused.
 Nothing is overwritten unless --write is given; without it the new cases stay in the scratch
 folder (printed) for inspection.
 """
@@ -52,6 +54,8 @@ class Case:
     keras: dict | None = None  # XLNet: how to build the keras-xlnet anchor (see xlnet_golden.py)
     no_anchor: str | None = None  # XLNet: why keras-xlnet cannot express it (transformers anchors it)
     anchor_tolerance: dict | None = None  # instead of ANCHOR_TOLERANCE, with a "reason"
+    original: dict | None = None  # head cases: the FLAGS of the original fine-tuning script the
+    #                               head anchor runs with (tests/test_heads.py's transcription)
 
 
 # --- inputs --------------------------------------------------------------------------------
@@ -112,6 +116,14 @@ BERT_CASES = [
          anchor_tolerance={"rtol": 1e-5, "atol": 1e-3,
                            "reason": "keras-bert runs in float32: its fully padded row carries the "
                                      "-10000 rounding (measured 2.7e-4 abs there)"}),
+    Case("bert-classifier", "bert", bert_tokens(3, 10, real_lengths=[10, 8, 5], split=[4, 3, 2]),
+         checkpoint="checkpoints/bert-tiny-classifier", options={"head": "classifier"},
+         description="run_classifier.py's head (output_weights, output_bias) on the pooled [CLS], "
+                     "3 labels, trailing padding"),
+    Case("bert-squad", "bert", bert_tokens(3, 10, real_lengths=[10, 8, 6], split=[3, 3, 2]),
+         checkpoint="checkpoints/bert-tiny-squad", options={"head": "squad"},
+         description="run_squad.py's head (cls/squad/output_weights): start and end logits of "
+                     "[CLS] question [SEP] paragraph [SEP], trailing padding"),
 ]
 
 
@@ -253,7 +265,72 @@ def anchor_bert_transformers(case: Case, inputs: dict, outputs: dict) -> dict:
                           "(PyTorch float32, eager attention) = dialect hf", pairs, {"rtol": 1e-5, "atol": 1e-4})
 
 
+def tests_module(name: str):
+    """A test harness of tests/ (the anchors live there, imported, not copied)."""
+    import importlib
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    return importlib.import_module(name)
+
+
+# Head cases: refimpl float64 against anchors run in float64 (transformers with .double(), the
+# original's heads in a float64 tf.compat.v1 graph): only the summation order differs. Measured
+# 2.2e-15 to 6.4e-15 max abs over the 8 head cases (each case's anchor_agreement); 1e-9 leaves
+# room for another BLAS and still catches a float32 step anywhere in the chain (>= 1e-8:
+# transformers' float32 XLNet sinusoid alone gives 7.7e-8).
+HEAD_TOLERANCE = {"rtol": 1e-9, "atol": 1e-9,
+                  "reason": "float64 vs float64: measured 2.2e-15 to 6.4e-15 max abs over the 8 head "
+                            "cases; a float32 step anywhere in the chain shows as >= 1e-8"}
+
+
+def anchor_bert_heads(case: Case, inputs: dict, outputs: dict) -> dict:
+    """transformers' BertForSequenceClassification / BertForQuestionAnswering (tests/test_heads.py's
+    hf_bert) in float64 with the tanh GELU (hidden_act "gelu_new" = dialect tf; its finfo.min mask
+    equals -10000 in float64 wherever a row has a real token): every layer's output and attention
+    probabilities, the sequence, the pooled [CLS] (the classifier's input) and the head logits."""
+    import torch
+    from refimpl import bert
+    heads = tests_module("test_heads")
+    assert case.dialect == "tf", case.name
+    b = bert.load(os.path.join(GOLDEN, case.checkpoint))
+    tanh = dataclasses.replace(b, config=dataclasses.replace(b.config, hidden_act="gelu_new"))
+    w = b.head_weights
+    head = case.options["head"]
+    if head == "classifier":
+        model = heads.hf_bert(heads.transformers.BertForSequenceClassification, tanh,
+                              {"classifier.weight": w["output_weights"], "classifier.bias": w["output_bias"]},
+                              pooler=True, num_labels=w["output_weights"].shape[0])
+    else:
+        model = heads.hf_bert(heads.transformers.BertForQuestionAnswering, tanh,
+                              {"qa_outputs.weight": w["cls/squad/output_weights"],
+                               "qa_outputs.bias": w["cls/squad/output_bias"]}, pooler=False)
+    model = model.double()
+    t = lambda name: torch.from_numpy(inputs[name])  # noqa: E731
+    with torch.no_grad():
+        theirs = model(t("token_ids"), attention_mask=t("attention_mask"), token_type_ids=t("segment_ids"),
+                       output_hidden_states=True, output_attentions=True)
+        encoder = model.bert(t("token_ids"), attention_mask=t("attention_mask"), token_type_ids=t("segment_ids"))
+    pairs = {"Embedding-Norm": (outputs["Embedding-Norm"], theirs.hidden_states[0].numpy())}
+    for k, hidden in enumerate(theirs.hidden_states[1:], start=1):
+        pairs[f"Encoder-{k}-MultiHeadSelfAttention/prob"] = (
+            outputs[f"Encoder-{k}-MultiHeadSelfAttention/prob"], theirs.attentions[k - 1].numpy())
+        pairs[f"Encoder-{k}-FeedForward-Norm"] = (outputs[f"Encoder-{k}-FeedForward-Norm"], hidden.numpy())
+    pairs["sequence"] = (outputs["sequence"], encoder.last_hidden_state.numpy())
+    if head == "classifier":
+        pairs["pooled"] = (outputs["pooled"], encoder.pooler_output.numpy())
+        pairs["classifier/logits"] = (outputs["classifier/logits"], theirs.logits.numpy())
+    else:
+        for key in ("start_logits", "end_logits"):
+            pairs[f"squad/{key}"] = (outputs[f"squad/{key}"], getattr(theirs, key).numpy())
+    report = _anchor_report(f"transformers {importlib.metadata.version('transformers')} "
+                            f"{type(model).__name__} (PyTorch float64, eager attention, hidden_act "
+                            "'gelu_new' = dialect tf)", pairs, HEAD_TOLERANCE)
+    report["short"] = f"transformers {type(model).__name__}"
+    return report
+
+
 def anchor_bert_any(case: Case, inputs: dict, outputs: dict) -> dict:
+    if case.options.get("head"):
+        return anchor_bert_heads(case, inputs, outputs)
     return (anchor_bert_transformers if case.dialect == "hf" else anchor_bert)(case, inputs, outputs)
 
 
@@ -296,7 +373,7 @@ def readme_table() -> str:
         case = golden.read_case(folder)
         agreement = case["anchor_agreement"]
         anchor = agreement["anchor"].split(" (")[0].split(" load_")[0].split(" XLNetModel")[0]
-        anchor = " ".join(anchor.split()[:2])
+        anchor = agreement.get("short") or " ".join(anchor.split()[:2])
         who = case.get("matchable_by") or ""
         short = {"tf": "tf: the original TF code, transformers with gelu_new",
                  "keras": "keras: keras-bert / keras-xlnet; a TF or transformers port differs by design",
