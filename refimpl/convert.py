@@ -113,14 +113,8 @@ def _xlnet_config(c, official: dict, d: dialects.Dialect, architecture: str) -> 
 
 
 def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable JSON config ({e})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    return raw
+    from refimpl import loading
+    return loading.read_json(path)
 
 
 def _field(raw: dict, key: str, path: str, default=None, kind=int):

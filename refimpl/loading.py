@@ -19,10 +19,8 @@ TRANSFORMERS_CONFIG = "config.json"
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
 
-def read_config(cls, path: str, exact_keys: bool):
-    """The config dataclass `cls` from a JSON file: every field present (and, with exact_keys,
-    nothing else), int fields positive integers; a ValueError naming the file otherwise. Checks
-    of the other fields' values are the caller's."""
+def read_json(path: str) -> dict:
+    """A JSON config file's object; a ValueError naming the file otherwise."""
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
@@ -30,6 +28,14 @@ def read_config(cls, path: str, exact_keys: bool):
         raise ValueError(f"{path}: not a readable JSON config ({e})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def read_config(cls, path: str, exact_keys: bool):
+    """The config dataclass `cls` from a JSON file: every field present (and, with exact_keys,
+    nothing else), int fields positive integers; a ValueError naming the file otherwise. Checks
+    of the other fields' values are the caller's."""
+    raw = read_json(path)
     fields = {f.name: f.type for f in dataclasses.fields(cls)}
     missing = [name for name in fields if name not in raw]
     unknown = sorted(set(raw) - set(fields)) if exact_keys else []
