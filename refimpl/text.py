@@ -75,6 +75,24 @@ BERT_MAX_INPUT_CHARS_PER_WORD = 200  # the original's; transformers uses 100
 BERT_CASED_MODELS = ("cased_L-12_H-768_A-12", "cased_L-24_H-1024_A-16", "multi_cased_L-12_H-768_A-12")
 
 
+def _truncated_pieces(tokenizer, text_a, text_b, max_len, layouts: tuple[str, str]):
+    """The pieces of text_a and text_b (None when text_b is None or has no pieces), truncated
+    to fit max_len with their 2 (one text) or 3 (two texts) special tokens, as
+    convert_single_example does in both originals: -> (tokens_a, tokens_b, max_len).
+    layouts: the one-text and two-text layouts, named in the error for a too small max_len."""
+    tokens_a = tokenizer.tokenize(convert_to_unicode(text_a, "text_a"))
+    tokens_b = None
+    if text_b is not None and convert_to_unicode(text_b, "text_b"):
+        tokens_b = tokenizer.tokenize(text_b)
+    max_len = _check_max_len(max_len, 3 if tokens_b else 2, layouts[1] if tokens_b else layouts[0])
+    if max_len is not None:
+        if tokens_b:
+            _truncate_seq_pair(tokens_a, tokens_b, max_len - 3)
+        elif len(tokens_a) > max_len - 2:
+            tokens_a = tokens_a[:max_len - 2]
+    return tokens_a, tokens_b, max_len
+
+
 def load_vocab(vocab_file) -> "collections.OrderedDict[str, int]":
     """vocab.txt (one token a line) -> {token: line number}. Each line is stripped of surrounding
     whitespace; a token listed twice keeps its last line number (as the original's dict does)."""
@@ -294,17 +312,8 @@ class BertTokenizer:
 
         -> {"token_ids", "segment_ids", "attention_mask": lists of int, "tokens": the piece of
         each position (pads included), for labels}."""
-        tokens_a = self.tokenize(convert_to_unicode(text_a, "text_a"))
-        tokens_b = None
-        if text_b is not None and convert_to_unicode(text_b, "text_b"):
-            tokens_b = self.tokenize(text_b)
-        max_len = _check_max_len(max_len, 3 if tokens_b else 2,
-                                 "[CLS] A [SEP] B [SEP]" if tokens_b else "[CLS] A [SEP]")
-        if max_len is not None:
-            if tokens_b:
-                _truncate_seq_pair(tokens_a, tokens_b, max_len - 3)
-            elif len(tokens_a) > max_len - 2:
-                tokens_a = tokens_a[:max_len - 2]
+        tokens_a, tokens_b, max_len = _truncated_pieces(self, text_a, text_b, max_len,
+                                                        ("[CLS] A [SEP]", "[CLS] A [SEP] B [SEP]"))
         tokens = [self.cls_token] + tokens_a + [self.sep_token]
         segment_ids = [0] * len(tokens)
         if tokens_b:
@@ -472,17 +481,8 @@ class XLNetTokenizer:
 
         -> {"token_ids", "segment_ids", "attention_mask": lists of int, "tokens": the piece of
         each position (pads: the piece of pad_id), for labels}."""
-        tokens_a = self.tokenize(convert_to_unicode(text_a, "text_a"))
-        tokens_b = None
-        if text_b is not None and convert_to_unicode(text_b, "text_b"):
-            tokens_b = self.tokenize(text_b)
-        max_len = _check_max_len(max_len, 3 if tokens_b else 2,
-                                 "A <sep> B <sep> <cls>" if tokens_b else "A <sep> <cls>")
-        if max_len is not None:
-            if tokens_b:
-                _truncate_seq_pair(tokens_a, tokens_b, max_len - 3)
-            elif len(tokens_a) > max_len - 2:
-                tokens_a = tokens_a[:max_len - 2]
+        tokens_a, tokens_b, max_len = _truncated_pieces(self, text_a, text_b, max_len,
+                                                        ("A <sep> <cls>", "A <sep> B <sep> <cls>"))
         token_ids = self.convert_tokens_to_ids(tokens_a) + [SEP_ID]
         segment_ids = [SEG_ID_A] * len(token_ids)
         tokens = tokens_a + ["<sep>"]
