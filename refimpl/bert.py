@@ -29,7 +29,8 @@ import math
 
 import numpy as np
 
-from refimpl import dialects, loading, ops
+from refimpl import dialects, loading, ops, precision
+from refimpl.precision import stored
 
 CONFIG_FILE = "bert_config.json"
 CHECKPOINT_FILE = "bert_model.ckpt"
@@ -238,8 +239,8 @@ def embedding_postprocessor(word: np.ndarray, token_type_ids: np.ndarray, w: dic
         raise ValueError(f"sequence length {seq_len} is longer than max_position_embeddings "
                          f"{max_positions} of this model")
     token_type = ops.embedding_lookup(w["token_type_embeddings"], token_type_ids, "segment id")
-    summed = word + token_type
-    with_positions = summed + w["position_embeddings"][:seq_len][None]
+    summed = stored(word + token_type)
+    with_positions = stored(summed + w["position_embeddings"][:seq_len][None])
     out = ops.layer_norm(with_positions, w["LayerNorm/gamma"], w["LayerNorm/beta"], eps)
     if trace is not None:
         trace.update({"Embedding-Segment": token_type, "Embedding-Token-Segment": summed,
@@ -247,16 +248,18 @@ def embedding_postprocessor(word: np.ndarray, token_type_ids: np.ndarray, w: dic
     return out
 
 
-def attention_mask_bias(mask: np.ndarray, dialect: dialects.Dialect, dtype) -> np.ndarray | None:
+def attention_mask_bias(mask: np.ndarray, dialect: dialects.Dialect, dtype,
+                        storage: str | None = None) -> np.ndarray | None:
     """Additive bias for padded keys: (B, T) 1 = attend, 0 = padding -> (B, 1, 1, T), or None
     when no key is padded (adding zeros would change nothing).
 
     -10000 (TF, Keras): a fully padded row then attends as if unmasked (all scores shift by the
-    same amount). finfo.min (transformers): a fully padded row becomes uniform."""
+    same amount). finfo.min (transformers): a fully padded row becomes uniform; of the storage
+    format when emulating one ("bfloat16", "float16"), as transformers takes it of the model's."""
     if mask.all():
         return None
     blocked = dtype.type(1.0) - mask.astype(dtype)
-    return (blocked * dialect.bert_mask_value(dtype))[:, None, None, :]
+    return (blocked * dialect.bert_mask_value(dtype, storage))[:, None, None, :]
 
 
 def attention_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, num_heads: int,
@@ -274,6 +277,7 @@ def attention_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, num_heads: in
     scores *= x.dtype.type(1.0 / math.sqrt(H))
     if mask_bias is not None:
         scores += mask_bias
+    scores = stored(scores)  # emulated 16 bits: scaled and masked in one rounding
     if trace is not None:  # each entry where it is computed
         trace[f"{name}/scores"] = scores
     probs = ops.softmax(scores, axis=-1)  # a new array: scores keeps its meaning
@@ -293,12 +297,12 @@ def transformer_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, config: Ber
     eps = dialect.layer_norm_eps
     attention = attention_layer(x, mask_bias, w, config.num_attention_heads, trace,
                                 f"{name}-MultiHeadSelfAttention")
-    x = ops.layer_norm(attention + x, w["attention/output/LayerNorm/gamma"],
+    x = ops.layer_norm(stored(attention + x), w["attention/output/LayerNorm/gamma"],
                        w["attention/output/LayerNorm/beta"], eps)
     act = ops.activation(config.hidden_act, dialect.gelu)
     intermediate = act(ops.dense(x, w["intermediate/dense/kernel"], w["intermediate/dense/bias"]))
     ffn = ops.dense(intermediate, w["output/dense/kernel"], w["output/dense/bias"])
-    out = ops.layer_norm(ffn + x, w["output/LayerNorm/gamma"], w["output/LayerNorm/beta"], eps)
+    out = ops.layer_norm(stored(ffn + x), w["output/LayerNorm/gamma"], w["output/LayerNorm/beta"], eps)
     if trace is not None:
         trace.update({f"{name}-MultiHeadSelfAttention-Norm": x, f"{name}-FeedForward": ffn,
                       f"{name}-FeedForward-Norm": out})
@@ -307,7 +311,7 @@ def transformer_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, config: Ber
 
 def pooler(sequence: np.ndarray, w: dict) -> np.ndarray:
     """tanh(dense(first token)): (B, F, D) -> (B, D)."""
-    return np.tanh(ops.dense(sequence[:, 0], w["dense/kernel"], w["dense/bias"]))
+    return stored(np.tanh(ops.dense(sequence[:, 0], w["dense/kernel"], w["dense/bias"])))
 
 
 def mlm_logits(sequence: np.ndarray, w: dict, word_embeddings: np.ndarray, config: BertConfig,
@@ -320,7 +324,7 @@ def mlm_logits(sequence: np.ndarray, w: dict, word_embeddings: np.ndarray, confi
                             dialect.layer_norm_eps)
     if trace is not None:
         trace.update({"MLM-Dense": dense, "MLM-Norm": normed})
-    logits = normed @ word_embeddings.T + w["output_bias"]
+    logits = stored(normed @ word_embeddings.T + w["output_bias"])
     if trace is not None:  # keras-bert's MLM-Sim outputs probabilities (dialect "keras")
         trace["MLM-Sim"] = ops.softmax(logits) if dialect.heads == "probs" else logits
     return logits
@@ -328,7 +332,7 @@ def mlm_logits(sequence: np.ndarray, w: dict, word_embeddings: np.ndarray, confi
 
 def nsp_logits(pooled: np.ndarray, w: dict) -> np.ndarray:
     """Next-sentence head, label 0 = IsNext: (B, D), W (2, D) -> (B, 2)."""
-    return pooled @ w["output_weights"].T + w["output_bias"]
+    return stored(pooled @ w["output_weights"].T + w["output_bias"])
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -336,11 +340,14 @@ class BertOutput:
     """Outputs of `forward`. Heads the checkpoint lacks raise ValueError when asked for.
 
     `mlm_logits` is computed on first access (it is the costliest product of the model,
-    L x D x vocab), unless `forward` was given a trace, which records everything."""
+    L x D x vocab), unless `forward` was given a trace, which records everything. `storage`:
+    the emulated 16-bit format of the forward (None for float32/float64), which the lazily
+    computed heads keep."""
 
-    def __init__(self, sequence, pooled, mlm_logits, nsp_logits, source):
+    def __init__(self, sequence, pooled, mlm_logits, nsp_logits, source, storage=None):
         self.sequence = sequence
         self._pooled, self._mlm, self._nsp, self._source = pooled, mlm_logits, nsp_logits, source
+        self.storage = storage
 
     def _need(self, value, what: str, names: str):
         if value is None:
@@ -354,7 +361,8 @@ class BertOutput:
     @property
     def mlm_logits(self) -> np.ndarray:
         if callable(self._mlm):
-            self._mlm = self._mlm()
+            with precision.storage(self.storage):
+                self._mlm = self._mlm()
         return self._need(self._mlm, "masked-LM head", "cls/predictions/*")
 
     @property
@@ -363,11 +371,14 @@ class BertOutput:
 
     @property
     def mlm_probs(self) -> np.ndarray:
-        return ops.softmax(self.mlm_logits)
+        logits = self.mlm_logits
+        with precision.storage(self.storage):
+            return ops.softmax(logits)
 
     @property
     def nsp_probs(self) -> np.ndarray:
-        return ops.softmax(self.nsp_logits)
+        with precision.storage(self.storage):
+            return ops.softmax(self.nsp_logits)
 
 
 def _check_inputs(model: Bert, token_ids, segment_ids, attention_mask):
@@ -393,17 +404,22 @@ def _check_inputs(model: Bert, token_ids, segment_ids, attention_mask):
 
 def forward(model: Bert, token_ids, segment_ids=None, attention_mask=None, dialect="tf",
             dtype=np.float64, trace: dict | None = None) -> BertOutput:
-    """The BERT forward pass: (B, F) token ids -> BertOutput. See the module docstring."""
+    """The BERT forward pass: (B, F) token ids -> BertOutput. See the module docstring.
+    dtype: float64, float32, or "bfloat16" / "float16" emulated (refimpl/precision.py: float32
+    arithmetic, every stored value rounded to 16 bits; outputs are float32 arrays)."""
     d = dialects.get(dialect)
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise ValueError(f"dtype must be a floating type, got {dtype}")
+    dtype, storage = precision.resolve(dtype)
     token_ids, segment_ids, attention_mask = _check_inputs(model, token_ids, segment_ids, attention_mask)
-    m = cast(model, dtype)
+    with precision.storage(storage):
+        return _forward(model, token_ids, segment_ids, attention_mask, d, dtype, storage, trace)
+
+
+def _forward(model, token_ids, segment_ids, attention_mask, d, dtype, storage, trace):
+    m = cast(model, storage or dtype)
     mask = np.ones(token_ids.shape, dtype) if attention_mask is None else attention_mask.astype(dtype)
     if d.bert_mask_from_token_zero:  # keras-bert: Embedding-Token has mask_zero=True
         mask = mask * (token_ids != 0).astype(dtype)
-    mask_bias = attention_mask_bias(mask, d, dtype)
+    mask_bias = attention_mask_bias(mask, d, dtype, storage)
 
     word = embedding_lookup(token_ids, m.embeddings["word_embeddings"])
     if trace is not None:
@@ -429,7 +445,7 @@ def forward(model: Bert, token_ids, segment_ids=None, attention_mask=None, diale
         nsp = nsp_logits(pooled, m.nsp)
         if trace is not None:
             trace["NSP"] = ops.softmax(nsp) if d.heads == "probs" else nsp
-    return BertOutput(sequence, pooled, mlm, nsp, m.source)
+    return BertOutput(sequence, pooled, mlm, nsp, m.source, storage)
 
 
 # --- fine-tuning heads (google-research/bert run_classifier.py, run_squad.py) ---------------
@@ -441,7 +457,7 @@ def _head_weights(model: Bert, part: str, names: str, x: np.ndarray, shape_text:
     if part not in model.heads:
         raise ValueError(f"{model.source} has no {part} head ({names}); it holds: "
                          f"{', '.join(model.heads) or 'no heads'}")
-    return cast(model, x.dtype).head_weights
+    return cast(model, precision.weights_dtype(x.dtype)).head_weights
 
 
 def classifier_logits(model: Bert, pooled) -> np.ndarray:
@@ -451,7 +467,7 @@ def classifier_logits(model: Bert, pooled) -> np.ndarray:
     if pooled.ndim != 2:
         raise ValueError(f"pooled has shape {pooled.shape}, expected (batch, hidden_size)")
     w = _head_weights(model, "classifier", "output_weights, output_bias", pooled, "(B, D)")
-    return pooled @ w["output_weights"].T + w["output_bias"]
+    return stored(pooled @ w["output_weights"].T + w["output_bias"])
 
 
 def squad_logits(model: Bert, sequence) -> tuple[np.ndarray, np.ndarray]:
@@ -462,7 +478,7 @@ def squad_logits(model: Bert, sequence) -> tuple[np.ndarray, np.ndarray]:
     if sequence.ndim != 3:
         raise ValueError(f"sequence has shape {sequence.shape}, expected (batch, length, hidden_size)")
     w = _head_weights(model, "squad", "cls/squad/*", sequence, "(B, F, D)")
-    logits = sequence @ w["cls/squad/output_weights"].T + w["cls/squad/output_bias"]  # (B, F, 2)
+    logits = stored(sequence @ w["cls/squad/output_weights"].T + w["cls/squad/output_bias"])  # (B, F, 2)
     return logits[..., 0], logits[..., 1]
 
 

@@ -28,6 +28,8 @@ Where transformers and refimpl name or shape things differently:
   refimpl's lm_logits/query (refimpl's lm_logits, of the content stream, is then not captured).
 - transformers builds XLNet's sinusoid (Embed-Pos) in float32 whatever the model's dtype:
   captured as it is (float32), so compare applies float32 tolerances to it.
+- A bfloat16 model's tensors are handed over as float32 arrays of bfloat16 values (NumPy has
+  no bfloat16); float16 ones as float16.
 torch and transformers are imported only when a capture runs.
 """
 from __future__ import annotations
@@ -61,7 +63,15 @@ class _Recorder:
         self.tensors[name] = value
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {name: np.ascontiguousarray(t.cpu().numpy()) for name, t in self.tensors.items()}
+        """NumPy arrays in the tensors' dtypes; bfloat16, which NumPy lacks, as float32 (exact:
+        every bfloat16 is a float32; `refimpl compare --budget` tells the format by the values)."""
+        out = {}
+        for name, t in self.tensors.items():
+            t = t.cpu()
+            if str(t.dtype) == "torch.bfloat16":
+                t = t.float()
+            out[name] = np.ascontiguousarray(t.numpy())
+        return out
 
 
 class _Patches:

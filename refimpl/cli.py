@@ -4,7 +4,7 @@
               [--inputs F.npz] [--out F.npz] [--plot-attention F.png] ...
                                       run a model, print a per-layer table, check golden
   refimpl inspect PATH [--values NAME]  list a checkpoint's variables, or summarise one
-  refimpl compare EXPECTED ACTUAL [--precision P] [--rtol R --atol A] [--only G] [--skip G]
+  refimpl compare EXPECTED ACTUAL [--budget [P]] [--precision P] [--rtol R --atol A] [--only G] [--skip G]
                   [--allow-missing] [--json F.json] [--plot F.png]
                                       compare named tensors (.npz or golden case folders)
   refimpl golden verify [PATH ...] [--golden DIR]   check hashes and recompute golden cases
@@ -28,6 +28,7 @@ import sys
 import numpy as np
 
 import refimpl
+from refimpl.precision import EMULATED
 from refimpl import checkpoint, compare, golden
 
 INPUT_NAMES = ("token_ids", "segment_ids", "attention_mask", "perm_mask", "target_mapping", "inp_q",
@@ -235,7 +236,7 @@ def cmd_run(args) -> int:
     inputs, labels = _run_inputs(args, checkpoint_dir)
     options = model_options(args)
     try:
-        tensors = run.compute(args.model, checkpoint_dir, inputs, options, args.dialect, np.dtype(args.dtype))
+        tensors = run.compute(args.model, checkpoint_dir, inputs, options, args.dialect, args.dtype)
     except checkpoint.CheckpointError:  # a ValueError too, but a broken file: exit 1, in main
         raise
     except ValueError as e:  # bad input to the model: the message names the value
@@ -250,7 +251,8 @@ def cmd_run(args) -> int:
                           and args.text is None and args.dialect == "tf"
                           and options in ({}, {"attn_type": "bi"}))
     if is_default_example:
-        line = golden.check_default_run(args.model, tensors, golden_dir, checkpoint_dir)
+        line = golden.check_default_run(args.model, tensors, golden_dir, checkpoint_dir,
+                                        budget=args.dtype if args.dtype in EMULATED else None)
         status = 1 if "DOES NOT match" in line else 0
         emit(line)
     else:
@@ -284,10 +286,15 @@ def cmd_compare(args) -> int:
     try:
         expected, tolerances = golden.read_tensors(args.expected)
         actual, _ = golden.read_tensors(args.actual)
+        budgets = None if args.budget is None else golden.read_budgets(args.expected)
     except golden.GoldenError as e:
         raise UsageError(str(e)) from None
+    budget = None if args.budget is None else budget_precision(args.budget, actual)
+    if budget is not None:
+        emit(f"# tolerances: {compare.BUDGET_K:g} x the error budget of refimpl's own {budget} run "
+             f"(per tensor, stored in {args.expected})")
     report = compare.compare(expected, actual, tolerances, args.rtol, args.atol, args.allow_missing,
-                             args.precision, args.only or (), args.skip or ())
+                             args.precision, args.only or (), args.skip or (), budgets, budget)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             f.write(compare.to_json_text(report) + "\n")
@@ -300,6 +307,26 @@ def cmd_compare(args) -> int:
     for problem in report.problems():
         emit(f"refimpl compare: error: {problem}", sys.stderr)
     return report.exit_code
+
+
+def budget_precision(given: str, actual: dict) -> str:
+    """--budget's precision: the one given, or ("auto") ACTUAL's: its lowest float dtype, and for
+    float32 arrays whose values are all bfloat16 (float16) numbers, that format."""
+    if given != "auto":
+        return given
+    floats = [compare.precision_of(np.asarray(a).dtype) for a in actual.values()
+              if np.asarray(a).dtype.kind == "f" or np.asarray(a).dtype.name == "bfloat16"]
+    if not floats:
+        raise UsageError("--budget: ACTUAL holds no float tensors to tell its precision from; "
+                         "give it: --budget float32|bfloat16|float16")
+    lowest = compare.lower_precision(*floats)
+    if lowest == "float32":
+        lowest = compare.precision_of_values(actual) or "float32"
+    if lowest == "float64":
+        raise UsageError("--budget: ACTUAL is float64, where budgets do not apply (refimpl's float64 "
+                         "is the reference): drop --budget, or give the precision the port ran in")
+    emit(f"# --budget: ACTUAL's precision is {lowest}")
+    return lowest
 
 
 def _verify_targets(args) -> list[tuple[str, str]]:
@@ -364,6 +391,9 @@ def cmd_golden_make(args) -> int:
             overrides.append({"name": pattern, "rtol": float(rtol), "atol": float(atol), "reason": reason})
         except ValueError:
             raise UsageError(f"--tolerance {text!r}: expected NAME_GLOB:RTOL:ATOL:REASON") from None
+    if args.dtype in EMULATED:
+        raise UsageError(f"--dtype {args.dtype}: golden cases are computed in float64 (or float32); "
+                         "their budgets already hold what a bfloat16 / float16 run errs by")
     command = "refimpl golden make " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else [])
     try:
         case, outputs = golden.make_case(args.model, args.checkpoint, inputs, options, args.dialect,
@@ -394,7 +424,9 @@ def _model_flags(p: argparse.ArgumentParser, default_model: str | None) -> None:
     p.add_argument("--model", choices=["xlnet", "bert"], default=default_model,
                    required=default_model is None)
     p.add_argument("--dialect", choices=["tf", "keras", "hf"], default="tf")
-    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--dtype", choices=["float64", "float32", *EMULATED], default="float64",
+                   help="float64 (default), float32, or bfloat16 / float16 emulated: float32 "
+                   "arithmetic, every stored value rounded to 16 bits (golden make: float64, float32)")
     x = p.add_argument_group("XLNet options")
     x.add_argument("--attn-type", choices=["bi", "uni"], help="attention type (default bi)")
     x.add_argument("--mem-len", type=int, metavar="N", help="memory length to return (mems)")
@@ -459,6 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("actual", help=".npz of named tensors, or a golden case folder")
     comp.add_argument("--precision", choices=list(compare.PRECISIONS),
                       help="whose default tolerances apply (default: the lower precision of the two sides)")
+    comp.add_argument("--budget", nargs="?", const="auto", choices=["auto", *compare.BUDGET_PRECISIONS],
+                      metavar="PRECISION",
+                      help="tolerance = %g x the case's error budget at PRECISION (float32, bfloat16, "
+                      "float16; default: ACTUAL's): what refimpl's own run at that precision errs "
+                      "by, per tensor. EXPECTED must be a golden case folder" % compare.BUDGET_K)
     comp.add_argument("--rtol", type=float, help="relative tolerance for every tensor")
     comp.add_argument("--atol", type=float, help="absolute tolerance for every tensor")
     comp.add_argument("--only", action="append", metavar="GLOB", help="compare only these names (repeatable)")

@@ -11,6 +11,8 @@ import dataclasses
 
 import numpy as np
 
+from refimpl import precision
+
 
 @dataclasses.dataclass(frozen=True)
 class Dialect:
@@ -54,9 +56,13 @@ class Dialect:
     # "start_major" (TF: column s * end_n_top + e) or "end_major" (transformers: e * start_n_top + s).
     squad_end_top_order: str = "start_major"
 
-    def bert_mask_value(self, dtype) -> np.floating:
+    def bert_mask_value(self, dtype, storage: str | None = None) -> np.floating:
+        """The additive mask value in `dtype`: -10000, or finfo.min of `dtype` (of the storage
+        format "bfloat16" / "float16" when emulating one: float32's min would round to -inf)."""
         dtype = np.dtype(dtype)
-        return dtype.type(np.finfo(dtype).min) if self.bert_mask == "finfo.min" else dtype.type(-10000.0)
+        if self.bert_mask != "finfo.min":
+            return dtype.type(-10000.0)
+        return dtype.type(-precision.finfo_max(storage) if storage else np.finfo(dtype).min)
 
 
 DIALECTS = {

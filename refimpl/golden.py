@@ -13,7 +13,10 @@ has a leading segment axis (S, batch, length), segment s takes the mems of segme
 the output names get a "segment-<s>/" prefix (segment-0/Embed-Token, ..., segment-2/lm_logits).
 
 Tolerances are data (refimpl/compare.py): a default (rtol, atol) per precision, and narrow
-overrides by name pattern, each with its reason. `verify` checks hashes, then recomputes a case
+overrides by name pattern, each with its reason. BERT and XLNet cases also store error budgets
+(case.json "budgets"): per tensor, the error of refimpl's own run at float32, bfloat16 and
+float16 (emulated, refimpl/precision.py) against the float64 outputs, with each tensor's scale;
+`refimpl compare --budget` turns them into tolerances (refimpl/compare.py, error budgets). `verify` checks hashes, then recomputes a case
 with the reference and compares within tolerance (never bytes).
 
     case, outputs = golden.make_case("xlnet", "golden/checkpoints/xlnet-tiny", inputs, options)
@@ -30,7 +33,7 @@ import zipfile
 
 import numpy as np
 
-from refimpl import run
+from refimpl import compare as comparing, run
 from refimpl.compare import DEFAULT_TOLERANCES, Report, Tolerance, compare, tolerance_for  # noqa: F401
 
 CASE_FILE = "case.json"
@@ -193,7 +196,55 @@ def make_case(model: str, checkpoint, inputs: dict, options: dict | None = None,
             "tolerances": {"defaults": DEFAULT_TOLERANCES, "overrides": list(overrides or [])},
             "files": {}, "checkpoint_sha256": checkpoint_sha256(directory)}
     outputs = recompute(case, inputs, golden_dir)
+    budgets = measure_case_budgets(case, inputs, outputs, golden_dir)
+    if budgets is not None:
+        case["budgets"] = budgets
     return case, outputs
+
+
+BUDGETS_HOW = ("refimpl's own runs of the case at float32 and, emulated (refimpl/precision.py), "
+               "bfloat16 and float16, against outputs.npz (float64): per tensor max |a - e| / "
+               "(|e| + scale), scale = max(median |e|, 1e-3 max |e|) (refimpl/compare.py)")
+
+
+def measure_case_budgets(case: dict, inputs: dict, outputs: dict, golden_dir: str) -> dict | None:
+    """The error budgets of a float64 BERT or XLNet case (None for other cases): refimpl runs
+    the case at each of compare.BUDGET_PRECISIONS. Values kept to 3 significant digits."""
+    if case["model"] not in ("bert", "xlnet") or case["dtype"] != "float64":
+        return None
+    checkpoint = os.path.join(golden_dir, case["checkpoint"])
+    runs = {p: run.compute(case["model"], checkpoint, inputs, case["options"], case["dialect"], p)
+            for p in comparing.BUDGET_PRECISIONS}
+    measured = comparing.measure_budgets(outputs, runs)
+    # JSON has no inf: a tensor a 16-bit run overflows gets null (no budget, its tolerance stays)
+    short = {part: {n: float(f"{v:.3g}") if np.isfinite(v) else None for n, v in values.items()}
+             for part, values in measured.items()}
+    return {"how": BUDGETS_HOW, "command": case.get("command", ""),
+            "refimpl": versions()["refimpl"], **short}
+
+
+def read_budgets(path) -> dict:
+    """The budgets of a golden case folder; GoldenError when it has none or they are malformed."""
+    path = os.fspath(path)
+    if not (os.path.isdir(path) and os.path.isfile(os.path.join(path, CASE_FILE))):
+        raise GoldenError(f"{path}: --budget needs a golden case folder as EXPECTED (its case.json "
+                          "stores the budgets); make one with `refimpl golden make`")
+    case = read_case(path)
+    budgets = case.get("budgets")
+    if budgets is None:
+        raise GoldenError(f"{path}: case {case['name']!r} stores no error budgets ("
+                          + ("budgets are measured for BERT and XLNet cases only)" if case["model"]
+                             not in ("bert", "xlnet") else "made before budgets existed: make it "
+                             "again with `refimpl golden make`)"))
+    ok = isinstance(budgets, dict) and isinstance(budgets.get("scales"), dict) and all(
+        isinstance(budgets.get(p), dict) for p in comparing.BUDGET_PRECISIONS)
+    if not ok or not all(v is None or isinstance(v, (int, float)) and v >= 0
+                         for part in ("scales", *comparing.BUDGET_PRECISIONS)
+                         for v in budgets[part].values()):
+        raise GoldenError(f"{path}/{CASE_FILE}: malformed budgets: expected \"scales\" and "
+                          f"{', '.join(comparing.BUDGET_PRECISIONS)}, each an object of tensor name -> "
+                          "number >= 0 or null")
+    return budgets
 
 
 # --- recomputing a case with the reference -------------------------------------------------
@@ -261,10 +312,12 @@ def verify_case(folder: str, golden_dir: str) -> tuple[list[str], Report | None]
     return problems, compare(expected, actual, case["tolerances"])
 
 
-def check_default_run(model: str, tensors: dict, golden_dir: str, checkpoint_dir: str) -> str:
+def check_default_run(model: str, tensors: dict, golden_dir: str, checkpoint_dir: str,
+                      budget: str | None = None) -> str:
     """One line for `refimpl run`: does this run of the default example match the golden case
     <model>-run-default? Checked when checkpoint_dir holds the case's checkpoint (same sha256
-    of every file: a copy of the shipped one counts)."""
+    of every file: a copy of the shipped one counts). budget: "bfloat16" / "float16" for an
+    emulated run, checked within the case's budgets at that precision."""
     folder = os.path.join(golden_dir, "cases", f"{model}-run-default")
     try:
         case = read_case(folder)
@@ -280,11 +333,16 @@ def check_default_run(model: str, tensors: dict, golden_dir: str, checkpoint_dir
         return (f"golden: the checkpoint is not the one of case {model}-run-default (sha256 "
                 "differs), nothing to compare with (see refimpl compare)")
     expected, tolerances = read_tensors(folder)
-    report = compare(expected, tensors, tolerances)
+    try:
+        budgets = None if budget is None else read_budgets(folder)
+    except GoldenError as e:
+        return f"golden: cannot check case {model}-run-default: {e}"
+    report = compare(expected, tensors, tolerances, budgets=budgets, budget=budget)
+    within = "" if budget is None else f", within {comparing.BUDGET_K:g} x its {budget} budgets"
     if report.exit_code == 0:
         worst = max(r.max_abs for r in report.compared)
         return (f"golden: matches case {model}-run-default ({len(report.compared)} tensors, max abs "
-                f"error {worst:.2g})")
+                f"error {worst:.2g}{within})")
     first = report.first_divergence
     if first is None:
         return f"golden: cannot check case {model}-run-default: " + "; ".join(report.problems())

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from refimpl import checkpoint
+from refimpl import checkpoint, precision
 
 TRANSFORMERS_CONFIG = "config.json"
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -151,17 +151,23 @@ _CAST_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def cast_weights(model, dtype):
     """The model (a dataclass) with every weight dict, and tuple of dicts, in `dtype`; cast once
-    and cached per model and dtype."""
-    dtype = np.dtype(dtype)
+    and cached per model and dtype. "bfloat16" / "float16": float32 arrays holding the weights
+    rounded to that format (refimpl/precision.py)."""
+    compute, fmt = precision.resolve(dtype)
+    key = fmt or compute.name
     per_model = _CAST_CACHE.setdefault(model, {})
-    if dtype not in per_model:
+    if key not in per_model:
         def conv(value):
             if isinstance(value, dict):
-                return {k: v.astype(dtype) for k, v in value.items()}
+                return {k: _rounded(v.astype(compute), fmt) for k, v in value.items()}
             if isinstance(value, tuple) and value and isinstance(value[0], dict):
                 return tuple(conv(v) for v in value)
             return value
 
-        per_model[dtype] = dataclasses.replace(
+        per_model[key] = dataclasses.replace(
             model, **{f.name: conv(getattr(model, f.name)) for f in dataclasses.fields(model)})
-    return per_model[dtype]
+    return per_model[key]
+
+
+def _rounded(value: np.ndarray, fmt: str | None) -> np.ndarray:
+    return value if fmt is None else precision.ROUND[fmt](value)

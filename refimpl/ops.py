@@ -2,6 +2,9 @@
 
 Every function computes in the dtype of its inputs (the caller casts weights and activations
 to the compute dtype once); constants are cast to that dtype, so float32 stays float32.
+In an emulated bfloat16/float16 forward (refimpl/precision.py) the inputs are float32 arrays of
+16-bit numbers, and every function rounds its result once (`stored`), as a 16-bit kernel
+computing in float32 does; elsewhere `stored` changes nothing.
 Shapes are written `in -> out` on each function; `...` is any leading axes.
 """
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from refimpl.precision import stored
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -27,7 +32,7 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
     y += one
     y *= x
     y *= x.dtype.type(0.5)
-    return y
+    return stored(y)
 
 
 # erf after fdlibm's s_erf.c (@(#)s_erf.c 1.3 95/01/18), which glibc's erf also derives from.
@@ -157,7 +162,7 @@ def gelu_erf(x: np.ndarray) -> np.ndarray:
     are computed in float64 and erf rounded once to x's dtype, the rest in x's dtype, as the
     element-by-element math.erf version did. (...) -> (...)"""
     e = erf(x.astype(np.float64) / math.sqrt(2.0)).astype(x.dtype, copy=False)
-    return x.dtype.type(0.5) * x * (x.dtype.type(1.0) + e)
+    return stored(x.dtype.type(0.5) * x * (x.dtype.type(1.0) + e))
 
 
 def relu(x: np.ndarray) -> np.ndarray:
@@ -170,7 +175,7 @@ def activation(name: str, gelu_form: str):
     if name == "gelu":
         return gelu_tanh if gelu_form == "tanh" else gelu_erf
     table = {"gelu_new": gelu_tanh, "gelu_tanh": gelu_tanh, "gelu_erf": gelu_erf, "relu": relu,
-             "tanh": np.tanh, "linear": lambda x: x}
+             "tanh": lambda x: stored(np.tanh(x)), "linear": lambda x: x}
     if name not in table:
         raise ValueError(f"unknown activation {name!r}; expected one of "
                          f"{', '.join(['gelu', *table])}")
@@ -189,7 +194,7 @@ def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -
     out /= np.sqrt(var + x.dtype.type(eps))  # in place: the same numbers, fewer temporaries
     out *= gamma
     out += beta
-    return out
+    return stored(out)
 
 
 def dense(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
@@ -197,7 +202,7 @@ def dense(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None) -> 
     y = x @ kernel
     if bias is not None:
         y += bias  # in place: one array fewer of the output's size
-    return y
+    return stored(y)
 
 
 def attention_scores(q: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -205,13 +210,13 @@ def attention_scores(q: np.ndarray, k: np.ndarray) -> np.ndarray:
     a matmul: the same contraction, but the result comes out C-contiguous. np.einsum returns it
     transposed, and every pass over it afterwards (shift, mask, softmax) then strides badly or
     copies. (b, i, n, d), (b, j, n, d) -> (b, n, i, j)."""
-    return q.transpose(0, 2, 1, 3) @ k.transpose(0, 2, 3, 1)
+    return stored(q.transpose(0, 2, 1, 3) @ k.transpose(0, 2, 3, 1))
 
 
 def attention_values(prob: np.ndarray, v: np.ndarray) -> np.ndarray:
     """einsum("bnij,bjnd->bind", prob, v) written as a matmul (2.5x faster than np.einsum at
     L=512): (b, n, i, j), (b, j, n, d) -> (b, i, n, d)."""
-    return (prob @ v.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+    return stored((prob @ v.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3))
 
 
 def softmax(x: np.ndarray, axis: int = -1, inplace: bool = False) -> np.ndarray:
@@ -224,7 +229,7 @@ def softmax(x: np.ndarray, axis: int = -1, inplace: bool = False) -> np.ndarray:
         e = x - x.max(axis=axis, keepdims=True)
     np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
-    return e
+    return stored(e)
 
 
 def embedding_lookup(table: np.ndarray, ids: np.ndarray, what: str = "token id") -> np.ndarray:

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from refimpl import precision
+
 
 @dataclasses.dataclass(frozen=True)
 class Example:
@@ -60,7 +62,13 @@ def named_tensors(model: str, checkpoint, inputs: dict, options: dict | None = N
     arguments (token_ids, segment_ids, attention_mask, and for XLNet perm_mask, target_mapping,
     mems as a list, inp_q; the SQuAD head's p_mask, cls_index, start_positions); options: the
     forward's other keyword arguments, and head with its options (XLNet: task, summary_type,
-    use_summ_proj, n_choice, start_n_top, end_n_top)."""
+    use_summ_proj, n_choice, start_n_top, end_n_top). dtype: float64, float32, or "bfloat16" /
+    "float16" emulated (refimpl/precision.py), the heads included."""
+    with precision.storage(precision.resolve(dtype)[1]):
+        return _named_tensors(model, checkpoint, inputs, options, dialect, dtype)
+
+
+def _named_tensors(model, checkpoint, inputs, options, dialect, dtype) -> dict[str, np.ndarray]:
     options, inputs = dict(options or {}), dict(inputs)
     head = options.pop("head", None)
     is_path = isinstance(checkpoint, (str, os.PathLike))

@@ -84,6 +84,17 @@ def softmax(x, axis):
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def einsum(spec, *operands):
+    """np.einsum, which does not take ml_dtypes' bfloat16: bfloat16 operands are contracted in
+    float32 and the result rounded to bfloat16 once, as a TPU / tensor-core kernel does (the
+    port in dtype=ml_dtypes.bfloat16: every other operation is ml_dtypes' bfloat16 arithmetic)."""
+    low = [x.dtype for x in operands if np.asarray(x).dtype.name == "bfloat16"]
+    if not low:
+        return np.einsum(spec, *operands)
+    wide = [np.asarray(x).astype(np.float32) for x in operands]
+    return np.einsum(spec, *wide).astype(low[0])
+
+
 def dense(x, kernel, bias=None):
     y = x @ kernel
     return y if bias is None else y + bias
@@ -215,17 +226,17 @@ def rel_shift(x, klen, bugs):
 def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_bias, r_r_bias,
                   r_s_bias, attn_mask, scale, bugs, t, name):
     """[i, b, n, d] query heads -> [i, b, n, d] attention vectors."""
-    ac = np.einsum("ibnd,jbnd->ijbn", q_head + r_w_bias, k_head_h)
+    ac = einsum("ibnd,jbnd->ijbn", q_head + r_w_bias, k_head_h)
     t[f"{name}/ac"] = _scores_bnij(ac)
-    bd = np.einsum("ibnd,jbnd->ijbn", q_head + r_r_bias, k_head_r)
+    bd = einsum("ibnd,jbnd->ijbn", q_head + r_r_bias, k_head_r)
     bd = rel_shift(bd, klen=ac.shape[1], bugs=bugs)
     t[f"{name}/bd"] = _scores_bnij(bd)
     if seg_mat is None:
         ef = 0
     else:
         s_bias = 0 if "r_s_bias_missing" in bugs else r_s_bias
-        ef = np.einsum("ibnd,snd->ibns", q_head + s_bias, seg_embed)
-        ef = np.einsum("ijbs,ibns->ijbn", seg_mat, ef)
+        ef = einsum("ibnd,snd->ibns", q_head + s_bias, seg_embed)
+        ef = einsum("ijbs,ibns->ijbn", seg_mat, ef)
         t[f"{name}/ef"] = _scores_bnij(ef)
     attn_score = (ac + bd + ef) * scale
     if attn_mask is not None:
@@ -234,11 +245,11 @@ def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_
     axis = -1 if "softmax_wrong_axis" in bugs else 1  # tf.nn.softmax(attn_score, 1): keys
     attn_prob = softmax(attn_score, axis=axis)
     t[f"{name}/prob"] = _scores_bnij(attn_prob)
-    return np.einsum("ijbn,jbnd->ibnd", attn_prob, v_head_h)
+    return einsum("ijbn,jbnd->ibnd", attn_prob, v_head_h)
 
 
 def post_attention(h, attn_vec, w, p, eps, t, layer, stream=""):
-    attn_out = np.einsum("ibnd,hnd->ibh", attn_vec, w[p + "rel_attn/o/kernel"])
+    attn_out = einsum("ibnd,hnd->ibh", attn_vec, w[p + "rel_attn/o/kernel"])
     t[f"Attention-{layer}{stream}"] = _bmajor(attn_out)
     residual = attn_out + h
     t[f"Attention-Residual-{layer}{stream}"] = _bmajor(residual)
@@ -269,7 +280,7 @@ def relative_positional_encoding(qlen, klen, d_model, clamp_len, attn_type, bsz,
     fwd_pos_seq = np.arange(beg, end, -1.0, dtype=dtype)
     if clamp_len > 0 and "clamp_len_forgotten" not in bugs:
         fwd_pos_seq = np.clip(fwd_pos_seq, c(-clamp_len), c(clamp_len))
-    sinusoid_inp = np.einsum("i,d->id", fwd_pos_seq, inv_freq)
+    sinusoid_inp = einsum("i,d->id", fwd_pos_seq, inv_freq)
     pos_emb = np.concatenate([np.sin(sinusoid_inp), np.cos(sinusoid_inp)], -1)[:, None, :]
     return np.tile(pos_emb, [1, bsz, 1])
 
@@ -412,23 +423,23 @@ def transformer_xl(w, config, inp_k, seg_id=None, input_mask=None, mems=None, pe
         q_kernel, k_kernel = w[p + "rel_attn/q/kernel"], w[p + "rel_attn/k/kernel"]
         if "qk_kernels_swapped_layer2" in bugs and i == 1:
             q_kernel, k_kernel = k_kernel, q_kernel
-        k_head_h = np.einsum("ibh,hnd->ibnd", cat, k_kernel)
-        v_head_h = np.einsum("ibh,hnd->ibnd", cat, w[p + "rel_attn/v/kernel"])
-        k_head_r = np.einsum("ibh,hnd->ibnd", pos_emb, w[p + "rel_attn/r/kernel"])
-        q_head_h = np.einsum("ibh,hnd->ibnd", output_h, q_kernel)
+        k_head_h = einsum("ibh,hnd->ibnd", cat, k_kernel)
+        v_head_h = einsum("ibh,hnd->ibnd", cat, w[p + "rel_attn/v/kernel"])
+        k_head_r = einsum("ibh,hnd->ibnd", pos_emb, w[p + "rel_attn/r/kernel"])
+        q_head_h = einsum("ibh,hnd->ibnd", output_h, q_kernel)
         attn_vec_h = rel_attn_core(q_head_h, k_head_h, v_head_h, k_head_r, seg_embed_i, seg_mat,
                                    r_w_bias_i, r_r_bias_i, r_s_bias_i, non_tgt_mask, scale, bugs,
                                    t, f"Attention-{layer}")
         new_h = post_attention(output_h, attn_vec_h, w, p, eps, t, layer)
         if output_g is not None:
-            q_head_g = np.einsum("ibh,hnd->ibnd", output_g, q_kernel)
+            q_head_g = einsum("ibh,hnd->ibnd", output_g, q_kernel)
             name = f"Attention-{layer}/query"
             if target_mapping is not None:
-                q_head_g = np.einsum("mbnd,mlb->lbnd", q_head_g, target_mapping)
+                q_head_g = einsum("mbnd,mlb->lbnd", q_head_g, target_mapping)
                 attn_vec_g = rel_attn_core(q_head_g, k_head_h, v_head_h, k_head_r, seg_embed_i,
                                            seg_mat, r_w_bias_i, r_r_bias_i, r_s_bias_i, attn_mask,
                                            scale, bugs, t, name)
-                attn_vec_g = np.einsum("lbnd,mlb->mbnd", attn_vec_g, target_mapping)
+                attn_vec_g = einsum("lbnd,mlb->mbnd", attn_vec_g, target_mapping)
             else:
                 attn_vec_g = rel_attn_core(q_head_g, k_head_h, v_head_h, k_head_r, seg_embed_i,
                                            seg_mat, r_w_bias_i, r_r_bias_i, r_s_bias_i, attn_mask,
@@ -472,10 +483,10 @@ def xlnet_forward(w, config, token_ids, segment_ids=None, attention_mask=None, p
         t["query"] = _bmajor(output_g)
     # lm_loss with tie_weight: einsum('ibd,nd->ibn', hidden, lookup_table) + bias
     lookup_table = w["model/transformer/word_embedding/lookup_table"]
-    t["lm_logits"] = _bmajor(np.einsum("ibd,nd->ibn", output_h, lookup_table)
+    t["lm_logits"] = _bmajor(einsum("ibd,nd->ibn", output_h, lookup_table)
                              + w["model/lm_loss/bias"])
     if output_g is not None:  # the prediction: the query stream's logits
-        t["lm_logits/query"] = _bmajor(np.einsum("ibd,nd->ibn", output_g, lookup_table)
+        t["lm_logits/query"] = _bmajor(einsum("ibd,nd->ibn", output_g, lookup_table)
                                        + w["model/lm_loss/bias"])
     return t, new_mems
 
@@ -665,24 +676,25 @@ def check(bug: str | None, dtype=np.float64, case_name: str | None = None):
 
 
 @functools.lru_cache(maxsize=None)
-def _reference(case_name: str) -> tuple:
-    from refimpl import run  # the harness: refimpl's tensors, float64
+def _reference(case_name: str, dtype: str = "float64") -> tuple:
+    from refimpl import run  # the harness: refimpl's tensors, float64 (other dtypes: budgets)
     case = CASES[case_name]
     checkpoint = os.path.join(CHECKPOINTS, case.checkpoint)
     steps = case_inputs(case_name)
     if case.model == "bert":
-        return tuple(run.named_tensors("bert", checkpoint, steps[0]).items())
+        return tuple(run.named_tensors("bert", checkpoint, steps[0], dtype=dtype).items())
     out, mems = {}, None
     for s, x in enumerate(steps):
-        t = run.named_tensors("xlnet", checkpoint, {**x, "mems": mems}, case.options)
+        t = run.named_tensors("xlnet", checkpoint, {**x, "mems": mems}, case.options, dtype=dtype)
         mems = [t[n] for n in t if n.startswith("mems/")] or None
         out.update({(f"segment-{s}/" if len(steps) > 1 else "") + n: v for n, v in t.items()})
     return tuple(out.items())
 
 
-def reference_tensors(case_name: str) -> dict:
-    """refimpl's named tensors in float64 for a case (network order), as compare's EXPECTED."""
-    return dict(_reference(case_name))
+def reference_tensors(case_name: str, dtype: str = "float64") -> dict:
+    """refimpl's named tensors for a case (network order): float64, compare's EXPECTED; in
+    another dtype (float32, bfloat16, float16), what budgets are measured from."""
+    return dict(_reference(case_name, dtype))
 
 
 def table() -> str:

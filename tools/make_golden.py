@@ -15,6 +15,7 @@ folder (printed) for inspection.
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import importlib.metadata
 import os
@@ -366,6 +367,29 @@ def build(case: Case, folder: str) -> dict:
     return golden.write_case(folder, meta, inputs, outputs)
 
 
+def store_budgets(only=None) -> int:
+    """Measure each stored BERT / XLNet case's budgets (golden.measure_case_budgets) and write
+    them into its case.json; the data files, and so their hashes, stay as they are."""
+    for folder in golden.case_folders(GOLDEN):
+        case = golden.read_case(folder)
+        if only and case["name"] not in only:
+            continue
+        inputs = golden.read_npz(os.path.join(folder, golden.INPUTS))
+        outputs = golden.read_npz(os.path.join(folder, golden.OUTPUTS))
+        budgets = golden.measure_case_budgets(case, inputs, outputs, GOLDEN)
+        if budgets is None:
+            print(f"{case['name']:<32} no budgets ({case['model']})")
+            continue
+        case["budgets"] = {**budgets, "command": "python tools/make_golden.py --budgets"}
+        with open(os.path.join(folder, golden.CASE_FILE), "w", encoding="utf-8") as f:
+            json.dump(case, f, indent=2)
+            f.write("\n")
+        worst = {p: max((v for v in budgets[p].values() if v is not None), default=0.0)
+                 for p in ("float32", "bfloat16", "float16")}
+        print(f"{case['name']:<32} " + "  ".join(f"{p} max {v:.2g}" for p, v in worst.items()))
+    return 0
+
+
 def readme_table() -> str:
     """The README's golden-case table, from the stored case.json files."""
     rows = ["| case | what | dialect: who can match it | anchor | max abs error |", "|---|---|---|---|---|"]
@@ -391,10 +415,15 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", help="case names to build (default: all)")
     parser.add_argument("--readme-table", action="store_true",
                         help="print the README's table of the stored cases and exit")
+    parser.add_argument("--budgets", action="store_true",
+                        help="measure the error budgets of the stored cases again and write them "
+                        "into their case.json (inputs and outputs untouched), then exit")
     args = parser.parse_args(argv)
     if args.readme_table:
         print(readme_table())
         return 0
+    if args.budgets:
+        return store_budgets(args.only)
     cases = [c for c in all_cases() if not args.only or c.name in args.only]
     scratch = tempfile.mkdtemp(prefix="refimpl-golden-")
     stored_dir = os.path.join(GOLDEN, "cases")

@@ -12,17 +12,19 @@ import math
 
 import numpy as np
 
-from refimpl import ops
+from refimpl import ops, precision
+from refimpl.precision import stored
 from refimpl.xlnet.positions import rel_shift
 
 KERAS_EPSILON = 1e-7  # K.epsilon(), added to the softmax denominator by keras-xlnet
-MASKED_SCORE = 1e30  # subtracted from masked scores by the original (65500 in float16)
+MASKED_SCORE = 1e30  # subtracted from masked scores by the original
+MASKED_SCORE_FLOAT16 = 65500.0  # transformers' value in float16, where 1e30 overflows
 QUERY = "/query"  # trace-name suffix of the query stream: Attention-1/query, ...
 
 
 def head_projection(h: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """No bias: (b, l, D), (D, n, d) -> (b, l, n, d)."""
-    return np.einsum("blD,Dnd->blnd", h, kernel, optimize=True)
+    return stored(np.einsum("blD,Dnd->blnd", h, kernel, optimize=True))
 
 
 def segment_matrix(segment_ids: np.ndarray, mlen: int, dtype) -> np.ndarray:
@@ -71,7 +73,8 @@ def softmax_additive(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """TF / transformers: softmax(score - 1e30 * mask); a fully masked row becomes uniform.
     (b, n, i, j), (b, 1, i, j) bool -> (b, n, i, j). Overwrites `score` (a scratch array)."""
     if mask.any():  # (subtracting zeros would change nothing)
-        score -= score.dtype.type(MASKED_SCORE) * mask.astype(score.dtype)
+        masked = MASKED_SCORE_FLOAT16 if precision.current() == "float16" else MASKED_SCORE
+        score -= score.dtype.type(masked) * mask.astype(score.dtype)
     return ops.softmax(score, axis=-1, inplace=True)
 
 
@@ -84,7 +87,7 @@ def softmax_keras(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
     e = np.exp(score, out=score)
     e *= (~mask).astype(score.dtype)
     e /= e.sum(axis=-1, keepdims=True) + score.dtype.type(KERAS_EPSILON)
-    return e
+    return stored(e)
 
 
 def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_bias, r_r_bias,
@@ -97,11 +100,11 @@ def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_
         raise ValueError(f"unknown xlnet_mask {xlnet_mask!r}; expected 'additive' or 'keras'")
     scale = q_head.dtype.type(1.0 / math.sqrt(q_head.shape[-1]))
     name = f"Attention-{layer}{stream}"  # trace names, each recorded right where it is computed
-    ac = ops.attention_scores(q_head + r_w_bias, k_head_h)  # einsum bind,bjnd->bnij
+    ac = ops.attention_scores(stored(q_head + r_w_bias), k_head_h)  # einsum bind,bjnd->bnij
     assert attn_mask.shape == (ac.shape[0],) + ac.shape[2:], (attn_mask.shape, ac.shape)
     if trace is not None:
         trace[f"{name}/ac"] = ac
-    bd = ops.attention_scores(q_head + r_r_bias, k_head_r)  # einsum bind,brnd->bnir
+    bd = ops.attention_scores(stored(q_head + r_r_bias), k_head_r)  # einsum bind,brnd->bnir
     bd = rel_shift(bd, klen=ac.shape[-1])
     if trace is not None:
         trace[f"{name}/bd"] = bd
@@ -109,12 +112,13 @@ def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_
     # (a new array, so ac and bd keep their meaning)
     work = ac + bd
     if seg_mat is not None:
-        ef = np.einsum("bind,snd->bnis", q_head + r_s_bias, seg_embed, optimize=True)
-        ef = np.einsum("bijs,bnis->bnij", seg_mat, ef, optimize=True)
+        ef = stored(np.einsum("bind,snd->bnis", stored(q_head + r_s_bias), seg_embed, optimize=True))
+        ef = np.einsum("bijs,bnis->bnij", seg_mat, ef, optimize=True)  # one-hot: a selection
         if trace is not None:
             trace[f"{name}/ef"] = ef
         work += ef
     work *= scale
+    work = stored(work)  # emulated 16 bits: (ac + bd + ef) * scale in one rounding
     softmax = softmax_keras if xlnet_mask == "keras" else softmax_additive
     attn_prob = softmax(work, attn_mask[:, None])
     if trace is not None:
@@ -128,8 +132,8 @@ def post_attention(h: np.ndarray, attn_vec: np.ndarray, w: dict, eps: float,
     """Output projection (o applied transposed), residual, LayerNorm:
     (b, i, D), (b, i, n, d) -> (b, i, D). Traces Attention-<layer> (the projection),
     Attention-Residual-<layer>, Attention-Normal-<layer>, each with the stream suffix."""
-    attn_out = np.einsum("bind,Dnd->biD", attn_vec, w["rel_attn/o/kernel"], optimize=True)
-    residual = attn_out + h
+    attn_out = stored(np.einsum("bind,Dnd->biD", attn_vec, w["rel_attn/o/kernel"], optimize=True))
+    residual = stored(attn_out + h)
     output = ops.layer_norm(residual, w["rel_attn/LayerNorm/gamma"], w["rel_attn/LayerNorm/beta"],
                             eps)
     if trace is not None:
@@ -146,7 +150,7 @@ def positionwise_ffn(inp: np.ndarray, w: dict, activation, eps: float,
     FeedForward-Normal-<layer>, each with the stream suffix."""
     hidden = activation(ops.dense(inp, w["ff/layer_1/kernel"], w["ff/layer_1/bias"]))
     out = ops.dense(hidden, w["ff/layer_2/kernel"], w["ff/layer_2/bias"])
-    residual = out + inp
+    residual = stored(out + inp)
     output = ops.layer_norm(residual, w["ff/LayerNorm/gamma"], w["ff/LayerNorm/beta"], eps)
     if trace is not None:
         trace.update({f"FeedForward-{layer}{stream}": out,

@@ -28,7 +28,8 @@ import math
 
 import numpy as np
 
-from refimpl import dialects, ops
+from refimpl import dialects, ops, precision
+from refimpl.precision import stored
 from refimpl.xlnet.attention import head_projection, softmax_additive
 from refimpl.xlnet.model import Output
 from refimpl.xlnet.weights import XLNet, cast
@@ -75,7 +76,7 @@ def _weights(model: XLNet, part: str, dtype) -> dict:
     if part not in model.heads:
         raise ValueError(f"{model.source} has no {part} head weights; it holds: "
                          f"{', '.join(model.heads) or 'no heads'}")
-    return cast(model, dtype).head_weights
+    return cast(model, precision.weights_dtype(dtype)).head_weights
 
 
 def _task_part(model: XLNet, kind: str, task: str | None) -> str:
@@ -173,10 +174,10 @@ def sequence_summary(model: XLNet, hidden, summary_type: str | None = None,
     elif summary_type == "first":
         summary = hidden[:, 0]
     elif summary_type == "mean" and input_mask is None:
-        summary = hidden.mean(axis=1)
+        summary = stored(hidden.mean(axis=1))
     elif summary_type == "mean":
         real = (~input_mask).astype(hidden.dtype)[:, :, None]
-        summary = (hidden * real).sum(axis=1) / np.maximum(real.sum(axis=1), hidden.dtype.type(1))
+        summary = stored((hidden * real).sum(axis=1) / np.maximum(real.sum(axis=1), hidden.dtype.type(1)))
     else:
         summary = summary_attn(model, hidden, input_mask, dialects.get(dialect).layer_norm_eps)
     if use_summ_proj:
@@ -184,9 +185,9 @@ def sequence_summary(model: XLNet, hidden, summary_type: str | None = None,
             raise ValueError(f"use_summ_proj=True, but {model.source} has no "
                              "model/sequnece_summary/summary/{kernel,bias} (a checkpoint "
                              "fine-tuned with use_summ_proj=False)")
-        w = cast(model, hidden.dtype).head_weights
+        w = cast(model, precision.weights_dtype(hidden.dtype)).head_weights
         s = "model/sequnece_summary/summary"
-        summary = np.tanh(ops.dense(summary, w[f"{s}/kernel"], w[f"{s}/bias"]))
+        summary = stored(np.tanh(ops.dense(summary, w[f"{s}/kernel"], w[f"{s}/bias"])))
     return summary
 
 
@@ -248,7 +249,7 @@ def race_logits(model: XLNet, content, attention_mask=None, n_choice: int | None
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """x - max - log(sum(exp(x - max))) over the last axis, as tf.nn.log_softmax: (...) -> (...)."""
     shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return stored(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))
 
 
 def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +262,7 @@ def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def mask_logits(logits: np.ndarray, p_mask: np.ndarray) -> np.ndarray:
     """logits * (1 - p_mask) - 1e30 * p_mask: (..., l), p_mask broadcasting -> (..., l)."""
     one = logits.dtype.type(1)
-    return logits * (one - p_mask) - logits.dtype.type(MASKED_LOGIT) * p_mask
+    return stored(logits * (one - p_mask) - logits.dtype.type(MASKED_LOGIT) * p_mask)
 
 
 def start_logits(output: np.ndarray, p_mask: np.ndarray, w: dict) -> np.ndarray:
@@ -276,7 +277,8 @@ def end_logits(output: np.ndarray, start_features: np.ndarray, p_mask: np.ndarra
     output (b, l, D), start_features (b, l, D) -> (b, l), or with candidates
     (b, k, l, D), (b, k, l, D) -> (b, k, l)."""
     end_input = np.concatenate([output, start_features], axis=-1)
-    hidden = np.tanh(ops.dense(end_input, w["end_logits/dense_0/kernel"], w["end_logits/dense_0/bias"]))
+    hidden = stored(np.tanh(ops.dense(end_input, w["end_logits/dense_0/kernel"],
+                                      w["end_logits/dense_0/bias"])))
     hidden = ops.layer_norm(hidden, w["end_logits/LayerNorm/gamma"], w["end_logits/LayerNorm/beta"], eps)
     logits = ops.dense(hidden, w["end_logits/dense_1/kernel"], w["end_logits/dense_1/bias"])
     return mask_logits(logits[..., 0], p_mask)
@@ -287,10 +289,10 @@ def answer_class(output: np.ndarray, start_p: np.ndarray, cls_index: np.ndarray,
     """Scope answer_class (answerability): the <cls> feature and the start feature weighted by
     start_p, tanh(dense_0), dense_1 without bias: (b, l, D), (b, l), (b,) -> (b,)."""
     cls_feature = output[np.arange(output.shape[0]), cls_index]  # (b, D)
-    start_feature = np.einsum("blD,bl->bD", output, start_p, optimize=True)
+    start_feature = stored(np.einsum("blD,bl->bD", output, start_p, optimize=True))
     ans_feature = np.concatenate([start_feature, cls_feature], axis=-1)
-    ans_feature = np.tanh(ops.dense(ans_feature, w["answer_class/dense_0/kernel"],
-                                    w["answer_class/dense_0/bias"]))
+    ans_feature = stored(np.tanh(ops.dense(ans_feature, w["answer_class/dense_0/kernel"],
+                                           w["answer_class/dense_0/bias"])))
     return ops.dense(ans_feature, w["answer_class/dense_1/kernel"])[:, 0]
 
 

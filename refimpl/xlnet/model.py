@@ -10,7 +10,8 @@ import dataclasses
 
 import numpy as np
 
-from refimpl import dialects, ops
+from refimpl import dialects, ops, precision
+from refimpl.precision import stored
 from refimpl.xlnet.attention import (QUERY, attention_masks, positionwise_ffn, rel_multihead_attn,
                                      segment_matrix, two_stream_rel_attn)
 from refimpl.xlnet.memory import KerasMemory, cache_mem
@@ -147,20 +148,27 @@ def forward(model: XLNet, token_ids, segment_ids=None, attention_mask=None, perm
     mem_len / reuse_len: see cache_mem. clamp_len: None, -1 (the original's default) or 0 = no
     clamping. same_length (with "uni" only, as in the original): every query sees the same
     number of keys, mlen + 1 (itself and the mlen before it).
-    trace: a dict filled with named intermediates (keras-xlnet layer names)."""
+    trace: a dict filled with named intermediates (keras-xlnet layer names).
+    dtype: float64, float32, or "bfloat16" / "float16" emulated (refimpl/precision.py: float32
+    arithmetic, every stored value rounded to 16 bits, given mems too; outputs are float32)."""
     d = dialects.get(dialect)
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    dtype, storage = precision.resolve(dtype)
     mem_len, reuse_len = _optional_int(mem_len, "mem_len"), _optional_int(reuse_len, "reuse_len")
     clamp_len = _clamp_len(clamp_len)
     x = _check_inputs(model, token_ids, segment_ids, attention_mask, perm_mask, target_mapping,
                       inp_q, mems, attn_type, bi_data)
-    m = cast(model, dtype)
+    with precision.storage(storage):
+        return _forward(model, x, mem_len, reuse_len, attn_type, clamp_len, bi_data, d, dtype,
+                        storage, trace, bool(same_length))
+
+
+def _forward(model, x, mem_len, reuse_len, attn_type, clamp_len, bi_data, d, dtype, storage,
+             trace, same_length) -> Output:
+    m = cast(model, storage or dtype)
     c, t = m.config, m.transformer
     bsz, qlen = x["token_ids"].shape
     mems = x["mems"] or [np.zeros((bsz, 0, c.d_model), dtype)] * c.n_layer
-    mems = [mem.astype(dtype, copy=False) for mem in mems]
+    mems = [stored(mem.astype(dtype, copy=False)) for mem in mems]
     mlen = mems[0].shape[1]
 
     padding = None if x["attention_mask"] is None else x["attention_mask"] == 0
@@ -170,7 +178,7 @@ def forward(model: XLNet, token_ids, segment_ids=None, attention_mask=None, perm
     perm = None if x["perm_mask"] is None else x["perm_mask"] == 1
     mask_h, mask_g = attention_masks(bsz, qlen, mlen, padding, perm, attn_type,
                                      d.xlnet_padded_self_visible, d.query_excludes_self,
-                                     same_length=bool(same_length))
+                                     same_length=same_length)
     # trace entries are recorded right where each value is computed: the trace's order is the
     # network's order, and `refimpl compare` names the first divergence by it
     if trace is not None:
@@ -190,8 +198,8 @@ def forward(model: XLNet, token_ids, segment_ids=None, attention_mask=None, perm
     seg_mat = None if x["segment_ids"] is None else segment_matrix(x["segment_ids"], mlen, dtype)
     if trace is not None and seg_mat is not None:  # keras-xlnet's per-layer name, one value
         trace.update({f"Embed-Segment-{i + 1}": seg_mat for i in range(c.n_layer)})
-    pos_emb = relative_positional_encoding(qlen, mlen + qlen, c.d_model, clamp_len, attn_type,
-                                           bi_data, bsz, d.clamp, dtype)
+    pos_emb = stored(relative_positional_encoding(qlen, mlen + qlen, c.d_model, clamp_len,
+                                                  attn_type, bi_data, bsz, d.clamp, dtype))
     if trace is not None:
         trace["Embed-Pos"] = pos_emb
 
@@ -250,8 +258,8 @@ def lm_logits(model: XLNet, hidden) -> np.ndarray:
                          f"float32/float64 of shape (..., d_model = {model.config.d_model})")
     if model.lm_loss is None:
         raise ValueError(f"{model.source} has no model/lm_loss/bias")
-    m = cast(model, hidden.dtype)
-    return hidden @ m.transformer["word_embedding/lookup_table"].T + m.lm_loss["bias"]
+    m = cast(model, precision.weights_dtype(hidden.dtype))
+    return stored(hidden @ m.transformer["word_embedding/lookup_table"].T + m.lm_loss["bias"])
 
 
 def lm_probs(model: XLNet, hidden) -> np.ndarray:
