@@ -217,8 +217,10 @@ def measure_case_budgets(case: dict, inputs: dict, outputs: dict, golden_dir: st
             for p in comparing.BUDGET_PRECISIONS}
     measured = comparing.measure_budgets(outputs, runs)
     # JSON has no inf: a tensor a 16-bit run overflows gets null (no budget, its tolerance stays)
+    discrete = measured.pop("discrete")
     short = {part: {n: float(f"{v:.3g}") if np.isfinite(v) else None for n, v in values.items()}
              for part, values in measured.items()}
+    short["discrete"] = discrete
     return {"how": BUDGETS_HOW, "command": case.get("command", ""),
             "refimpl": versions()["refimpl"], **short}
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from refimpl import dialects, ops, precision
 from refimpl.precision import stored
-from refimpl.xlnet.attention import head_projection, softmax_additive
+from refimpl.xlnet.attention import MASKED_SCORE_FLOAT16, head_projection, softmax_additive
 from refimpl.xlnet.model import Output
 from refimpl.xlnet.weights import XLNet, cast
 
@@ -260,9 +260,11 @@ def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mask_logits(logits: np.ndarray, p_mask: np.ndarray) -> np.ndarray:
-    """logits * (1 - p_mask) - 1e30 * p_mask: (..., l), p_mask broadcasting -> (..., l)."""
+    """logits * (1 - p_mask) - 1e30 * p_mask: (..., l), p_mask broadcasting -> (..., l).
+    65500 instead of 1e30 in an emulated float16 run, as transformers (1e30 overflows float16)."""
     one = logits.dtype.type(1)
-    return stored(logits * (one - p_mask) - logits.dtype.type(MASKED_LOGIT) * p_mask)
+    masked = MASKED_SCORE_FLOAT16 if precision.current() == "float16" else MASKED_LOGIT
+    return stored(logits * (one - p_mask) - logits.dtype.type(masked) * p_mask)
 
 
 def start_logits(output: np.ndarray, p_mask: np.ndarray, w: dict) -> np.ndarray:
