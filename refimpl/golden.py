@@ -204,7 +204,9 @@ def make_case(model: str, checkpoint, inputs: dict, options: dict | None = None,
 
 BUDGETS_HOW = ("refimpl's own runs of the case at float32 and, emulated (refimpl/precision.py), "
                "bfloat16 and float16, against outputs.npz (float64): per tensor max |a - e| / "
-               "(|e| + scale), scale = max(median |e|, 1e-3 max |e|) (refimpl/compare.py)")
+               "(|e| + scale), scale = median |e| (mean where the median is 0), e clipped to the "
+               "precision's range; integer tensors it changes under \"discrete\" "
+               "(refimpl/compare.py, error budgets)")
 
 
 def measure_case_budgets(case: dict, inputs: dict, outputs: dict, golden_dir: str) -> dict | None:
