@@ -295,8 +295,11 @@ def compare_tensor(name: str, expected: np.ndarray, actual: np.ndarray, toleranc
     shape = tuple(expected.shape)
     for label, a in (("EXPECTED", expected), ("ACTUAL", actual)):
         if not _numeric(a):
+            hint = (": 2-byte raw values, as np.save stores ml_dtypes' bfloat16 (NumPy reads them "
+                    "back as bytes); save bfloat16 tensors as float32, which holds them exactly"
+                    if a.dtype.kind == "V" and a.dtype.itemsize == 2 else "")
             return Row(name, shape, UNUSABLE, tolerance, tuple(actual.shape),
-                       detail=f"{label} has non-numeric dtype {a.dtype}")
+                       detail=f"{label} has non-numeric dtype {a.dtype}{hint}")
     if tuple(actual.shape) != shape:
         return Row(name, shape, SHAPE, tolerance, tuple(actual.shape),
                    detail=f"ACTUAL has shape {tuple(actual.shape)}, EXPECTED {shape}")

@@ -321,3 +321,13 @@ def test_assert_matches_with_a_budget(bf16_port):
         assert_matches(case, bf16_port, budget="float32", allow_missing=True)
     with pytest.raises(TypeError, match="pass its budgets="):
         assert_matches(golden.read_npz(os.path.join(case, "outputs.npz")), bf16_port, budget="bfloat16")
+
+
+def test_bfloat16_saved_by_ml_dtypes_gets_a_hint(tmp_path):
+    """np.savez stores ml_dtypes' bfloat16 as 2-byte raw values ('|V2'): unusable, with a hint."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    path = tmp_path / "bf16.npz"
+    np.savez(path, content=np.ones((1, 2, 3), ml_dtypes.bfloat16))
+    expected = {"content": np.ones((1, 2, 3))}
+    report = compare.compare(expected, golden.read_npz(path))
+    assert report.exit_code == 2 and "save bfloat16 tensors as float32" in report.rows[0].detail
