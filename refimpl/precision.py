@@ -36,7 +36,16 @@ down to 2^-24, overflow past 65519.99 to inf).
 
 The storage format of the forward being run is a context variable set by `storage(...)`
 (bert.forward and xlnet.forward set it); outside it `stored` returns its argument unchanged,
-so float32 and float64 forwards, and ops called on their own, round nothing.
+so float32 and float64 forwards, and ops called on their own, round nothing. Heads called
+after a forward (xlnet.lm_logits, the fine-tuning heads, bert.classifier_logits) compute in
+their input's dtype; to emulate them as well, call them inside the same format:
+
+    with precision.storage("bfloat16"):
+        logits = xlnet.lm_logits(m, out.content)      # weights and result rounded too
+
+run.compute / run.named_tensors (and so the CLI and golden cases) do this for every head.
+BERT's lazily computed outputs (o.mlm_logits, o.mlm_probs, o.nsp_probs) keep their forward's
+format by themselves.
 """
 from __future__ import annotations
 

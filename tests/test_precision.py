@@ -195,3 +195,17 @@ def test_emulated_error_is_of_the_formats_size():
     assert 1e-4 < errors["float16"] < 1e-2, errors
     assert 1e-3 < errors["bfloat16"] < 5e-2, errors
     assert errors["float32"] * 10 < errors["float16"] and errors["float16"] * 3 < errors["bfloat16"]
+
+
+def test_heads_after_the_forward_round_inside_the_storage_format():
+    """lm_logits called after an emulated forward: in float32 outside the format (its input's
+    dtype), rounded inside `precision.storage`, as run.compute calls it."""
+    m = xlnet.load(f"{GOLDEN}/checkpoints/xlnet-tiny")
+    out = xlnet.forward(m, np.array([[5, 6, 7, 8]]), dtype="bfloat16")
+    plain = xlnet.lm_logits(m, out.content)
+    with precision.storage("bfloat16"):
+        emulated = xlnet.lm_logits(m, out.content)
+    assert _is_stored_in("bfloat16", emulated) and not _is_stored_in("bfloat16", plain)
+    inputs = {"token_ids": np.array([[5, 6, 7, 8]])}
+    np.testing.assert_array_equal(run.compute("xlnet", f"{GOLDEN}/checkpoints/xlnet-tiny", inputs,
+                                              dtype="bfloat16")["lm_logits"], emulated)
