@@ -27,6 +27,7 @@ import pytest
 
 from refimpl import bert, checkpoint, xlnet
 from refimpl.xlnet import weights as xlnet_weights
+from hf_state import bert_state
 from tolerances import assert_close, max_abs_error
 
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden", "checkpoints")
@@ -671,33 +672,6 @@ def test_squad_matches_transformers(seed):
         value = torch.log_softmax(logits, -1).numpy()
         assert_close(train[key], value, "hf-model", key)
         note((f"squad {key} (training)", "hf", "transformers"), train[key][p_mask == 0], value[p_mask == 0])
-
-
-def bert_state(b: bert.Bert, pooler: bool = True) -> dict:
-    e = b.embeddings
-    state = {"bert.embeddings.word_embeddings.weight": e["word_embeddings"],
-             "bert.embeddings.position_embeddings.weight": e["position_embeddings"],
-             "bert.embeddings.token_type_embeddings.weight": e["token_type_embeddings"],
-             "bert.embeddings.LayerNorm.weight": e["LayerNorm/gamma"],
-             "bert.embeddings.LayerNorm.bias": e["LayerNorm/beta"]}
-    if pooler:
-        state.update({"bert.pooler.dense.weight": b.pooler["dense/kernel"].T,
-                      "bert.pooler.dense.bias": b.pooler["dense/bias"]})
-    for i, w in enumerate(b.layers):
-        p = f"bert.encoder.layer.{i}"
-        for ours, theirs in (("attention/self/query", "attention.self.query"),
-                             ("attention/self/key", "attention.self.key"),
-                             ("attention/self/value", "attention.self.value"),
-                             ("attention/output/dense", "attention.output.dense"),
-                             ("intermediate/dense", "intermediate.dense"),
-                             ("output/dense", "output.dense")):
-            state[f"{p}.{theirs}.weight"] = w[f"{ours}/kernel"].T
-            state[f"{p}.{theirs}.bias"] = w[f"{ours}/bias"]
-        for ours, theirs in (("attention/output/LayerNorm", "attention.output.LayerNorm"),
-                             ("output/LayerNorm", "output.LayerNorm")):
-            state[f"{p}.{theirs}.weight"] = w[f"{ours}/gamma"]
-            state[f"{p}.{theirs}.bias"] = w[f"{ours}/beta"]
-    return state
 
 
 def hf_bert(cls, b: bert.Bert, heads: dict, pooler: bool, **config):
