@@ -38,6 +38,8 @@ import math
 
 import numpy as np
 
+from refimpl.precision import ROUND, finfo_max
+
 # (rtol, atol) by precision, for tensors compared with values of at least that precision.
 DEFAULT_TOLERANCES = {
     # Recomputing float64 golden values: other BLAS kernels, other summation orders; measured
@@ -125,7 +127,6 @@ UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 **
 
 def within_range(expected, precision: str) -> np.ndarray:
     """expected (float64) with values beyond the precision's largest finite number clipped to it."""
-    from refimpl.precision import finfo_max
     e = np.asarray(expected, dtype=np.float64)
     largest = finfo_max(precision)
     return np.clip(e, -largest, largest) if np.abs(e[np.isfinite(e)]).max(initial=0) > largest else e
@@ -199,7 +200,6 @@ def precision_of_values(tensors: dict) -> str | None:
     """The precision ACTUAL's values show when its dtype does not say: "bfloat16" when every
     float value is a bfloat16 number, else "float16" when every one is a float16 number (a
     16-bit port saved as float32); None when it has fewer than 64 non-integer values to tell."""
-    from refimpl import precision as p  # (a NumPy routine; no model code)
     values = [np.asarray(t, dtype=np.float32).reshape(-1) for t in tensors.values()
               if np.asarray(t).dtype.kind == "f"]
     if not values:
@@ -209,7 +209,7 @@ def precision_of_values(tensors: dict) -> str | None:
     if flat.size < 64:
         return None
     for fmt in ("bfloat16", "float16"):
-        if (p.ROUND[fmt](flat) == flat).all():
+        if (ROUND[fmt](flat) == flat).all():
             return fmt
     return None
 

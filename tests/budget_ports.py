@@ -44,7 +44,7 @@ TRANSFORMERS_OTHERWISE = {
     # here to capture every tensor, gives it a random one
     "bert-squad": ["NSP-Dense", "pooled"],
 }
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+PRECISIONS = ("float32", "bfloat16", "float16")  # transformers runs each
 
 
 def shipped_cases() -> list[str]:
@@ -165,7 +165,7 @@ def table() -> str:
     for name in shipped_cases():
         if transformers_skip(name):
             continue
-        for precision in DTYPES:
+        for precision in PRECISIONS:
             r = transformers_report(name, precision)
             e, where = worst(r)
             lines.append(f"| transformers | {name} | {precision} | {r.exit_code} | {e:.2f} ({where}) |")

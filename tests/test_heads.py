@@ -27,7 +27,7 @@ import pytest
 
 from refimpl import bert, checkpoint, xlnet
 from refimpl.xlnet import weights as xlnet_weights
-from hf_state import bert_state
+from hf_state import bert_state, xlnet_state
 from tolerances import assert_close, max_abs_error
 
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden", "checkpoints")
@@ -520,27 +520,6 @@ torch.set_num_threads(1)
 
 def _t(x):
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-
-
-def xlnet_state(m: xlnet.XLNet) -> dict:
-    """transformers' XLNetModel names (prefix transformer.) for the encoder weights of m."""
-    t = m.transformer
-    state = {"transformer.word_embedding.weight": t["word_embedding/lookup_table"]}
-    for i, w in enumerate(m.layers):
-        p = f"transformer.layer.{i}"
-        for part in ("q", "k", "v", "o", "r"):
-            state[f"{p}.rel_attn.{part}"] = w[f"rel_attn/{part}/kernel"]
-        for bias in ("r_w_bias", "r_r_bias", "r_s_bias"):
-            state[f"{p}.rel_attn.{bias}"] = m.layer_bias(bias, i)
-        state[f"{p}.rel_attn.seg_embed"] = t["seg_embed"][i]
-        state[f"{p}.rel_attn.layer_norm.weight"] = w["rel_attn/LayerNorm/gamma"]
-        state[f"{p}.rel_attn.layer_norm.bias"] = w["rel_attn/LayerNorm/beta"]
-        state[f"{p}.ff.layer_norm.weight"] = w["ff/LayerNorm/gamma"]
-        state[f"{p}.ff.layer_norm.bias"] = w["ff/LayerNorm/beta"]
-        for n in (1, 2):
-            state[f"{p}.ff.layer_{n}.weight"] = w[f"ff/layer_{n}/kernel"].T
-            state[f"{p}.ff.layer_{n}.bias"] = w[f"ff/layer_{n}/bias"]
-    return state
 
 
 def hf_xlnet(cls, m: xlnet.XLNet, heads: dict, **config):
