@@ -272,12 +272,12 @@ def attention_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, num_heads: in
     B, F, D = x.shape
     H = D // num_heads
     heads = lambda part: ops.dense(x, w[f"attention/self/{part}/kernel"],  # noqa: E731
-                                   w[f"attention/self/{part}/bias"]).reshape(B, F, num_heads, H)
+                                   w[f"attention/self/{part}/bias"], part).reshape(B, F, num_heads, H)
     q, k, v = heads("query"), heads("key"), heads("value")
     if trace is not None:  # the trace holds whole (B, N, F, T) scores and probs
         context = scaled_dot_product_attention(q, k, v, mask_bias, trace, name)
     else:
-        context = np.empty_like(q)
+        context = ops.scratch("context", q.shape, q.dtype)
         for seq, hs in ops.head_blocks(B, num_heads, F * F * x.itemsize):
             context[seq, :, hs] = scaled_dot_product_attention(
                 q[seq, :, hs], k[seq, :, hs], v[seq, :, hs],
@@ -295,7 +295,7 @@ def scaled_dot_product_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray,
     """softmax(q k^T / sqrt(H) + mask_bias) v, the middle of modeling.py's attention_layer:
     (B, F, N, H), (B, T, N, H), (B, T, N, H), (B, 1, 1, T) or None -> (B, F, N, H).
     Traces <name>/scores (scaled, mask added) and <name>/prob."""
-    scores = ops.attention_scores(q, k)  # einsum BFNH,BTNH->BNFT
+    scores = ops.attention_scores(q, k, "scores")  # einsum BFNH,BTNH->BNFT
     scores *= q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
     if mask_bias is not None:
         scores += mask_bias
@@ -318,7 +318,8 @@ def transformer_layer(x: np.ndarray, mask_bias: np.ndarray, w: dict, config: Ber
     x = ops.layer_norm(stored(attention + x), w["attention/output/LayerNorm/gamma"],
                        w["attention/output/LayerNorm/beta"], eps)
     act = ops.activation(config.hidden_act, dialect.gelu)
-    intermediate = act(ops.dense(x, w["intermediate/dense/kernel"], w["intermediate/dense/bias"]))
+    intermediate = act(ops.dense(x, w["intermediate/dense/kernel"], w["intermediate/dense/bias"],
+                                 "intermediate/dense"))
     ffn = ops.dense(intermediate, w["output/dense/kernel"], w["output/dense/bias"])
     out = ops.layer_norm(stored(ffn + x), w["output/LayerNorm/gamma"], w["output/LayerNorm/beta"], eps)
     if trace is not None:
@@ -428,7 +429,7 @@ def forward(model: Bert, token_ids, segment_ids=None, attention_mask=None, diale
     d = dialects.get(dialect)
     dtype, storage = precision.resolve(dtype)
     token_ids, segment_ids, attention_mask = _check_inputs(model, token_ids, segment_ids, attention_mask)
-    with precision.storage(storage):
+    with precision.storage(storage), ops.workspace(active=trace is None):
         return _forward(model, token_ids, segment_ids, attention_mask, d, dtype, storage, trace)
 
 

@@ -85,6 +85,8 @@ def test_xlnet_blocked_attention_is_bit_identical(dtype, monkeypatch):
             np.testing.assert_array_equal(blocked.content, whole.content, err_msg=where)
             if two_stream:
                 np.testing.assert_array_equal(blocked.query, whole.query, err_msg=where)
+            for got, want in zip(blocked.mems or [], whole.mems or []):  # within one forward, a
+                np.testing.assert_array_equal(got, want, err_msg=where)  # layer's input kept
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -106,3 +108,45 @@ def test_head_projections_are_the_original_einsums():
     kernel = rng.standard_normal((12, 3, 4))
     np.testing.assert_allclose(xlnet.head_projection(h, kernel),
                                np.einsum("blD,Dnd->blnd", h, kernel), rtol=1e-13, atol=1e-13)
+
+
+def test_scratch_reuses_only_inside_a_workspace():
+    outside = ops.scratch("a", (2, 3), np.float32)
+    assert outside is not ops.scratch("a", (2, 3), np.float32)
+    with ops.workspace():
+        a = ops.scratch("a", (2, 3), np.float32)
+        assert ops.scratch("a", (2, 3), np.float32) is a
+        assert ops.scratch("b", (2, 3), np.float32) is not a  # another quantity
+        assert ops.scratch("a", (2, 4), np.float32) is not a  # another shape
+        assert ops.scratch("a", (2, 3), np.float64) is not a  # another dtype
+        with ops.workspace(active=False):
+            assert ops.scratch("a", (2, 3), np.float32) is not a
+    assert ops.scratch("a", (2, 3), np.float32) is not a
+
+
+def test_what_a_forward_returns_is_its_own():
+    """The workspace lives for one forward and nothing returned is in it: the outputs of two
+    forwards share no memory, and the first one's stay as they were."""
+    b = bert.load(os.path.join(GOLDEN, "bert-tiny"))
+    rng = np.random.default_rng(4)
+    first = bert.forward(b, rng.integers(1, b.config.vocab_size, (2, 11)))
+    kept = [first.sequence.copy(), first.pooled.copy()]
+    second = bert.forward(b, rng.integers(1, b.config.vocab_size, (2, 11)))
+    assert not np.shares_memory(first.sequence, second.sequence)
+    np.testing.assert_array_equal(first.sequence, kept[0])
+    np.testing.assert_array_equal(first.pooled, kept[1])
+
+    m = xlnet.load(os.path.join(GOLDEN, "xlnet-tiny"))
+    target = np.zeros((2, 2, 9))
+    target[:, 0, 2] = target[:, 1, 5] = 1
+    kw = dict(mem_len=4, perm_mask=rng.integers(0, 2, (2, 9, 9)).astype(float),
+              target_mapping=target, attn_type="uni")
+    out = xlnet.forward(m, rng.integers(5, m.config.n_token, (2, 9)), **kw)
+    kept = [out.content.copy(), out.query.copy(), [x.copy() for x in out.mems]]
+    nxt = xlnet.forward(m, rng.integers(5, m.config.n_token, (2, 9)), mems=out.mems, **kw)
+    for a, c in [(out.content, nxt.content), (out.query, nxt.query)] + list(zip(out.mems, nxt.mems)):
+        assert not np.shares_memory(a, c)
+    np.testing.assert_array_equal(out.content, kept[0])
+    np.testing.assert_array_equal(out.query, kept[1])
+    for mem, was in zip(out.mems, kept[2]):
+        np.testing.assert_array_equal(mem, was)

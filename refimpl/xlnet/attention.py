@@ -22,12 +22,14 @@ MASKED_SCORE_FLOAT16 = 65500.0  # transformers' value in float16, where 1e30 ove
 QUERY = "/query"  # trace-name suffix of the query stream: Attention-1/query, ...
 
 
-def head_projection(h: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def head_projection(h: np.ndarray, kernel: np.ndarray, scratch_name: str | None = None) -> np.ndarray:
     """einsum("blD,Dnd->blnd", h, kernel), no bias, written as one matmul over the flattened
     (n d) axis, as TF's einsum runs it (12-15% faster than np.einsum at L=512, 33% for the
-    float64 output projection): (b, l, D), (D, n, d) -> (b, l, n, d)."""
+    float64 output projection): (b, l, D), (D, n, d) -> (b, l, n, d). scratch_name: into that
+    workspace array when a workspace is active (ops.scratch)."""
     D, n, d = kernel.shape
-    return stored((h @ kernel.reshape(D, n * d)).reshape(h.shape[:-1] + (n, d)))
+    return ops.dense(h, kernel.reshape(D, n * d), scratch_name=scratch_name).reshape(
+        h.shape[:-1] + (n, d))
 
 
 def segment_matrix(segment_ids: np.ndarray, mlen: int, dtype) -> np.ndarray:
@@ -104,17 +106,17 @@ def rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_
         raise ValueError(f"unknown xlnet_mask {xlnet_mask!r}; expected 'additive' or 'keras'")
     scale = q_head.dtype.type(1.0 / math.sqrt(q_head.shape[-1]))
     name = f"Attention-{layer}{stream}"  # trace names, each recorded right where it is computed
-    ac = ops.attention_scores(stored(q_head + r_w_bias), k_head_h)  # einsum bind,bjnd->bnij
+    ac = ops.attention_scores(stored(q_head + r_w_bias), k_head_h, "ac")  # einsum bind,bjnd->bnij
     assert attn_mask.shape == (ac.shape[0],) + ac.shape[2:], (attn_mask.shape, ac.shape)
     if trace is not None:
         trace[f"{name}/ac"] = ac
-    bd = ops.attention_scores(stored(q_head + r_r_bias), k_head_r)  # einsum bind,brnd->bnir
+    bd = ops.attention_scores(stored(q_head + r_r_bias), k_head_r, "bd")  # einsum bind,brnd->bnir
     bd = rel_shift(bd, klen=ac.shape[-1])
     if trace is not None:
         trace[f"{name}/bd"] = bd
     # work: the scaled score ac + bd + ef, scratch that the softmax overwrites with attn_prob
     # (a new array, so ac and bd keep their meaning)
-    work = ac + bd
+    work = np.add(ac, bd, out=ops.scratch("work", ac.shape, ac.dtype))
     if seg_mat is not None:
         ef = stored(np.einsum("bind,snd->bnis", stored(q_head + r_s_bias), seg_embed, optimize=True))
         # einsum("bijs,bnis->bnij", seg_mat, ef) with a one-hot seg_mat selects, for each key,
@@ -144,7 +146,7 @@ def attend(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_bias, r
         return rel_attn_core(q_head, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat, r_w_bias,
                              r_r_bias, r_s_bias, attn_mask, xlnet_mask, trace, layer, stream)
     b, i, n, _ = q_head.shape
-    attn_vec = np.empty_like(q_head)
+    attn_vec = ops.scratch(f"attn_vec{stream}", q_head.shape, q_head.dtype)
     widest = i * k_head_r.shape[1] * q_head.itemsize  # bd before the shift: (i, r) per head
     for seq, hs in ops.head_blocks(b, n, widest):
         attn_vec[seq, :, hs] = rel_attn_core(
@@ -178,7 +180,7 @@ def positionwise_ffn(inp: np.ndarray, w: dict, activation, eps: float,
     """LayerNorm(inp + layer_2(activation(layer_1(inp)))): (b, l, D) -> (b, l, D).
     Traces FeedForward-<layer> (before the residual), FeedForward-Residual-<layer> and
     FeedForward-Normal-<layer>, each with the stream suffix."""
-    hidden = activation(ops.dense(inp, w["ff/layer_1/kernel"], w["ff/layer_1/bias"]))
+    hidden = activation(ops.dense(inp, w["ff/layer_1/kernel"], w["ff/layer_1/bias"], "ff/layer_1"))
     out = ops.dense(hidden, w["ff/layer_2/kernel"], w["ff/layer_2/bias"])
     residual = stored(out + inp)
     output = ops.layer_norm(residual, w["ff/LayerNorm/gamma"], w["ff/LayerNorm/beta"], eps)
@@ -193,9 +195,9 @@ def key_heads(h, r, mems, w) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keys and values over memory + segment, and position keys; both streams use these:
     h (b, i, D), r (b, r, D), mems (b, mlen, D) -> k, v (b, mlen + i, n, d), k_r (b, r, n, d)."""
     cat = np.concatenate([mems, h], axis=1)
-    return (head_projection(cat, w["rel_attn/k/kernel"]),
-            head_projection(cat, w["rel_attn/v/kernel"]),
-            head_projection(r, w["rel_attn/r/kernel"]))
+    return (head_projection(cat, w["rel_attn/k/kernel"], "k_head_h"),
+            head_projection(cat, w["rel_attn/v/kernel"], "v_head_h"),
+            head_projection(r, w["rel_attn/r/kernel"], "k_head_r"))
 
 
 def rel_multihead_attn(h, r, mems, w, r_w_bias, r_r_bias, seg_mat, r_s_bias, seg_embed,
@@ -204,7 +206,7 @@ def rel_multihead_attn(h, r, mems, w, r_w_bias, r_r_bias, seg_mat, r_s_bias, seg
     """Content stream of one layer: h (b, i, D), r (b, r, D), mems (b, mlen, D) ->
     LayerNorm(h + attention) (b, i, D)."""
     k_head_h, v_head_h, k_head_r = key_heads(h, r, mems, w)
-    q_head_h = head_projection(h, w["rel_attn/q/kernel"])
+    q_head_h = head_projection(h, w["rel_attn/q/kernel"], "q_head_h")
     attn_vec = attend(q_head_h, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
                              r_w_bias, r_r_bias, r_s_bias, attn_mask, xlnet_mask, trace, layer)
     return post_attention(h, attn_vec, w, eps, trace, layer)
@@ -219,12 +221,12 @@ def two_stream_rel_attn(h, g, r, mems, w, r_w_bias, r_r_bias, seg_mat, r_s_bias,
     gathered back. -> (h (b, i, D), g like its input)."""
     k_head_h, v_head_h, k_head_r = key_heads(h, r, mems, w)
 
-    q_head_h = head_projection(h, w["rel_attn/q/kernel"])
+    q_head_h = head_projection(h, w["rel_attn/q/kernel"], "q_head_h")
     attn_vec_h = attend(q_head_h, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,
                                r_w_bias, r_r_bias, r_s_bias, attn_mask_h, xlnet_mask, trace, layer)
     output_h = post_attention(h, attn_vec_h, w, eps, trace, layer)
 
-    q_head_g = head_projection(g, w["rel_attn/q/kernel"])
+    q_head_g = head_projection(g, w["rel_attn/q/kernel"], "q_head_g")
     if target_mapping is not None:
         q_head_g = np.einsum("bmnd,bml->blnd", q_head_g, target_mapping, optimize=True)
     attn_vec_g = attend(q_head_g, k_head_h, v_head_h, k_head_r, seg_embed, seg_mat,

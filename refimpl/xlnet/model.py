@@ -157,7 +157,7 @@ def forward(model: XLNet, token_ids, segment_ids=None, attention_mask=None, perm
     clamp_len = _clamp_len(clamp_len)
     x = _check_inputs(model, token_ids, segment_ids, attention_mask, perm_mask, target_mapping,
                       inp_q, mems, attn_type, bi_data)
-    with precision.storage(storage):
+    with precision.storage(storage), ops.workspace(active=trace is None):
         return _forward(model, x, mem_len, reuse_len, attn_type, clamp_len, bi_data, d, dtype,
                         storage, trace, bool(same_length))
 
