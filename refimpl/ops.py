@@ -307,7 +307,7 @@ def dense(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None,
 # exp, sum, divide) instead of streaming from memory once per pass. Each head's matmuls and
 # softmax rows are the same operations on the same numbers either way, so the result is the
 # same bit for bit (tests/test_blocks.py). 1 MiB is this machine's L2 cache per core; BERT-base
-# L=512 float32: 33.6 -> 22.0 ms per layer's attention (tools/bench.py, one head per block).
+# L=512 float32: 33.6 -> 22.0 ms for one layer's attention core, one head per block.
 HEAD_BLOCK_BYTES = 1 << 20
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -88,6 +89,21 @@ def test_relative_error_is_finite_where_expected_is_zero():
     # |a - e| / max(|e|, atol / rtol) with float64's rtol 1e-7, atol 1e-9: 1e-3 / 1e-2
     assert row.max_rel == pytest.approx(1e-3 / (1e-9 / 1e-7))
     assert row.err_tol == pytest.approx(1e-3 / 1e-9)
+
+
+def test_mean_error_is_finite_when_errors_are_near_float64_max():
+    """transformers' BERT masks with finfo.min where the golden holds -10000: the errors are
+    ~1.8e308, and a plain mean overflows to inf (with a RuntimeWarning) although every error
+    is finite."""
+    lowest = np.finfo(np.float64).min
+    e = {"scores": np.array([-10000.0, -10000.0, 0.5, 1.0])}
+    a = {"scores": np.array([lowest, lowest, 0.5, 1.0])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        row = compare.compare(e, a).rows[0]
+    assert row.status == compare.MISMATCH
+    assert np.isfinite(row.mean_abs) and row.mean_abs == pytest.approx(-lowest / 2, rel=1e-12)
+    assert row.mean_abs <= row.max_abs
 
 
 def test_values_print_at_full_precision():
