@@ -290,9 +290,10 @@ def step():
 
 # glibc returns freed memory to the OS when the top of the heap holds more than
 # MALLOC_TRIM_THRESHOLD_ (by default twice a threshold that adapts up to 32 MB), and maps larger
-# arrays afresh: NumPy's per-layer temporaries (XLNet-base L=512: up to 25 MB each) are then
-# page-faulted in again in every layer. TensorFlow keeps its own memory pool. These two standard
-# glibc variables make malloc keep the memory; the "+malloc" contender runs with them.
+# arrays afresh: NumPy's temporaries of a few MB are then page-faulted in again in every layer.
+# refimpl keeps the biggest in a per-forward workspace (ops.workspace); TensorFlow keeps its own
+# memory pool. These two standard glibc variables make malloc keep all of it; the "+malloc"
+# contender runs with them and shows what the remaining fresh memory costs.
 MALLOC_KEEP = {"MALLOC_TRIM_THRESHOLD_": "2000000000", "MALLOC_MMAP_THRESHOLD_": "1000000000"}
 
 
