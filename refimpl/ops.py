@@ -328,8 +328,10 @@ def dense(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None,
 # a block's (F, T) scores then stay in cache through every pass over them (scale, mask, max,
 # exp, sum, divide) instead of streaming from memory once per pass. Each head's matmuls and
 # softmax rows are the same operations on the same numbers either way, so the result is the
-# same bit for bit (tests/test_blocks.py). 1 MiB is this machine's L2 cache per core; BERT-base
-# L=512 float32: 33.6 -> 22.0 ms for one layer's attention core, one head per block.
+# same bit for bit (tests/test_blocks.py). BERT-base L=512 float32: 33.6 -> 22.0 ms for one
+# layer's attention core, one head (1 MiB of scores) per block. This machine's L2 is 512 KiB per
+# core (L3 32 MiB); blocks of 256 KiB to 2 MiB gave forwards within the machine's noise of
+# each other (BERT and XLNet, L=128 and 512), and 1 MiB is kept.
 HEAD_BLOCK_BYTES = 1 << 20
 
 

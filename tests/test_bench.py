@@ -4,6 +4,7 @@ against a limit: speed is checked by running the benchmark, never by a test."""
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import types
 
@@ -127,6 +128,25 @@ def test_refimpl_worker_runs_and_reports():
     assert worker.time() > 0
     report = worker.close()
     assert report["rss_mib"] > 0 and report["pools"] and worker.proc.returncode == 0
+
+
+@pytest.mark.parametrize("family", ["bert", "xlnet"])
+def test_refimpl_worker_runs_the_dialect_its_kind_names(family):
+    """":hf" reaches the forward: an unknown dialect makes the worker fail in its warm-up."""
+    folder, tokens = os.path.join(CHECKPOINTS, f"{family}-tiny"), (6, 100)
+    worker = bench.Worker(f"refimpl-{family}:float64:hf", folder, 8, tokens=tokens, warmup=1)
+    assert worker.time() > 0 and worker.close()["rss_mib"] > 0
+    with pytest.raises(RuntimeError, match="failed to start"):
+        bench.Worker(f"refimpl-{family}:float64:nosuch", folder, 8, tokens=tokens, warmup=1)
+
+
+def test_paired_ratio_divides_within_rounds():
+    """B takes 1.1x A, and the machine slows down 3x in round 3, between A's call and B's: the
+    ratio of medians says 3.3x (A's median is from a fast call, B's from a slow one), the
+    paired ratio 1.1x."""
+    times = {"A": [1.0, 1.0, 1.0, 3.0, 3.0], "B": [1.1, 1.1, 3.3, 3.3, 3.3]}
+    assert statistics.median(times["B"]) / statistics.median(times["A"]) == pytest.approx(3.3)
+    assert bench.paired_ratio(times, "B", "A") == pytest.approx(1.1)
 
 
 def test_transformers_worker_runs_on_a_converted_folder(tmp_path):

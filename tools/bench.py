@@ -15,9 +15,11 @@ set (both change which kernel and blocking OpenBLAS uses).
 
 forward: builds BERT-base and XLNet-base checkpoints (official layout, random weights of std
 0.02, cached outside the repository), then times, at batch 1, refimpl float32 and float64
-(each also with glibc malloc told to keep freed memory, "+malloc") against keras-bert /
-keras-xlnet on TensorFlow-CPU: BERT L=128 and 512, XLNet bi L=128 and 512, XLNet uni L=512 with
-a 512-token memory.
+(each also with glibc malloc told to keep freed memory, "+malloc", and in dialect "hf", whose
+GELU is the exact erf) against keras-bert / keras-xlnet on TensorFlow-CPU: BERT L=128 and 512,
+XLNet bi L=128 and 512, XLNet uni L=512 with a 512-token memory. Ratios are given both as
+ratios of medians and paired (the median of the ratios within each round of calls, steadier
+when the machine's speed drifts); "hf/tf" is dialect hf's paired ratio to dialect tf.
 
 scaling: batch scaling at B = 1 and 8, L = 128 and 512, for BERT-base and XLNet-base (bi), with
 four contenders: refimpl float32, refimpl float64 (dialect "tf": tanh GELU), the Keras port
@@ -220,8 +222,9 @@ from refimpl import bert
 m = bert.load(model_dir)
 tokens = rng.integers(low, high, (batch, length))
 dtype = np.dtype(kind.split(":")[1])
+dialect = (kind.split(":") + ["tf"])[2]
 def step():
-    return bert.forward(m, tokens, dtype=dtype).sequence
+    return bert.forward(m, tokens, dtype=dtype, dialect=dialect).sequence
 """,
     "keras-bert": """
 import keras_bert
@@ -251,6 +254,7 @@ m = xlnet.load(model_dir)
 tokens = rng.integers(low, high, (batch, length))
 segments = np.zeros((batch, length), np.int64)  # keras-xlnet always computes the segment term too
 dtype = np.dtype(kind.split(":")[1])
+dialect = (kind.split(":") + ["tf"])[2]
 attn = "uni" if mem else "bi"
 mems = None
 if mem:  # the memory a previous segment of `mem` tokens leaves behind
@@ -258,7 +262,7 @@ if mem:  # the memory a previous segment of `mem` tokens leaves behind
                          attn_type=attn, mem_len=mem, dtype=dtype).mems
 def step():
     return xlnet.forward(m, tokens, segments, mems=mems, attn_type=attn, mem_len=mem or None,
-                         dtype=dtype).content
+                         dtype=dtype, dialect=dialect).content
 """,
     "keras-xlnet": """
 import keras_shims; keras_shims.apply()
@@ -299,7 +303,8 @@ MALLOC_KEEP = {"MALLOC_TRIM_THRESHOLD_": "2000000000", "MALLOC_MMAP_THRESHOLD_":
 
 class Worker:
     """A contender in its own process: `kind` is a SETUPS key, for refimpl with ":float32" or
-    ":float64" and optionally "+malloc" (run with MALLOC_KEEP). The model is loaded and warmed
+    ":float64", optionally ":hf" or ":keras" (the dialect; default "tf") and "+malloc" (run
+    with MALLOC_KEEP). The model is loaded and warmed
     up `warmup` times before the constructor returns."""
 
     def __init__(self, kind: str, model_dir: str, length: int, mem: int = 0, batch: int = 1,
@@ -349,6 +354,14 @@ def call_in_turn(workers: dict, repeats: int, pause: float = PAUSE) -> dict[str,
     return times
 
 
+def paired_ratio(times: dict[str, list[float]], kind: str, reference: str) -> float:
+    """The median over rounds of kind's time / reference's time in the same round. Calls of one
+    round are a few seconds apart; this machine's speed drifts over minutes (keras-bert at
+    L=512: 1.0 to 2.6 s in different runs), so paired ratios are steadier than ratios of
+    medians."""
+    return statistics.median(a / b for a, b in zip(times[kind], times[reference]))
+
+
 def bench_forward(args) -> None:
     bert_dir = _build_in_child("build_bert_base", args.cache)
     xlnet_dir = _build_in_child("build_xlnet_base", args.cache)
@@ -361,19 +374,27 @@ def bench_forward(args) -> None:
         configs = [c for c in configs if args.filter.lower() in f"{c[0]} {c[3]}".lower()]
     print_machine()
     print(f"forward, batch 1, median of {args.repeats} calls per contender, contenders called in turn")
-    print(f"{'model':<24} {'L':>4} {'contender':<24} {'median s':>9} {'vs keras':>9} {'peak RSS MiB':>13}")
-    print(f"('+malloc': run with {' '.join(f'{k}={v}' for k, v in MALLOC_KEEP.items())})")
+    print(f"{'model':<24} {'L':>4} {'contender':<24} {'median s':>9} {'vs keras':>9} "
+          f"{'paired':>7} {'hf/tf':>6} {'peak RSS MiB':>13}")
+    print(f"('+malloc': run with {' '.join(f'{k}={v}' for k, v in MALLOC_KEEP.items())}; "
+          "'vs keras': ratio of medians; 'paired': median of per-round ratios to keras; "
+          "'hf/tf': median of per-round ratios of dialect hf (exact-erf GELU) to tf, same dtype)")
     for title, family, directory, length, mem in configs:
         kinds = [f"refimpl-{family}:float32", f"refimpl-{family}:float32+malloc",
-                 f"refimpl-{family}:float64", f"refimpl-{family}:float64+malloc", f"keras-{family}"]
+                 f"refimpl-{family}:float64", f"refimpl-{family}:float64+malloc",
+                 f"refimpl-{family}:float32:hf", f"refimpl-{family}:float64:hf", f"keras-{family}"]
         workers = {kind: Worker(kind, directory, length, mem) for kind in kinds}
         times = call_in_turn(workers, args.repeats)
         rss = {kind: worker.close()["rss_mib"] for kind, worker in workers.items()}
-        keras_median = statistics.median(times[f"keras-{family}"])
+        keras = f"keras-{family}"
+        keras_median = statistics.median(times[keras])
         for kind in kinds:
             median = statistics.median(times[kind])
             label = kind.replace(f"refimpl-{family}:", "refimpl ")
-            print(f"{title:<24} {length:>4} {label:<24} {median:9.3f} {median / keras_median:9.2f} {rss[kind]:13.0f}")
+            hf_tf = (f"{paired_ratio(times, kind, kind.removesuffix(':hf')):6.3f}"
+                     if kind.endswith(":hf") else "")
+            print(f"{title:<24} {length:>4} {label:<24} {median:9.3f} {median / keras_median:9.2f} "
+                  f"{paired_ratio(times, kind, keras):7.2f} {hf_tf:>6} {rss[kind]:13.0f}")
 
 
 # --- scaling: B x L x contenders ----------------------------------------------------------------
