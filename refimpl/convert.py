@@ -377,8 +377,12 @@ def _head(model: str, heads: tuple, values: dict) -> tuple[str, dict, dict]:
     architecture, table = weights.transformers_head_names(heads)
     extra = {}
     if architecture in ("XLNetForSequenceClassification", "XLNetForMultipleChoice"):
-        extra = {"summary_type": "last", "summary_activation": "tanh",
-                 "summary_use_proj": "model/sequnece_summary/summary/kernel" in values}
+        # The original's tanh belongs to the summary projection (summarize_sequence); without
+        # one (run_classifier.py's regression tasks) there is none. transformers applies
+        # summary_activation whether or not it projects, so it must be "linear" then.
+        use_proj = "model/sequnece_summary/summary/kernel" in values
+        extra = {"summary_type": "last", "summary_activation": "tanh" if use_proj else "linear",
+                 "summary_use_proj": use_proj}
     if tasks:  # the task's name is kept in transformers' finetuning_task, for loading back
         extra["finetuning_task"] = tasks[0].split("_", 1)[1]
     if tasks and tasks[0].startswith("regression_"):

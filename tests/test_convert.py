@@ -318,6 +318,35 @@ def test_fine_tuned_heads_map_to_their_transformers_classes(name, tmp_path):
             pairs = [(start, theirs.start_logits), (end, theirs.end_logits)]
         for ours, hf in pairs:
             assert np.abs(ours - hf.numpy()).max() <= 1e-12 * max(1.0, np.abs(ours).max())
+    else:  # the converted config (summary, labels, beam) must make transformers compute our head
+        from test_capture import rebuild_sinusoid_in_float64
+        model = model.double().eval()
+        rebuild_sinusoid_in_float64(model)
+        rng = np.random.default_rng(3)
+        shape = (2, 4, 9) if name == "xlnet-tiny-race" else (3, 9)
+        ids, segments = rng.integers(6, 100, shape), rng.integers(0, 2, shape)
+        with torch.no_grad():
+            kwargs = {}
+            if name == "xlnet-tiny-squad":
+                p_mask = (np.arange(9) < 2).astype(np.float64)[None].repeat(3, 0)  # the question
+                cls_index = np.full(3, 8)
+                kwargs = dict(p_mask=torch.from_numpy(p_mask), cls_index=torch.from_numpy(cls_index))
+            theirs = model(torch.from_numpy(ids), token_type_ids=torch.from_numpy(segments), **kwargs)
+        content = xlnet.forward(original, ids.reshape(-1, 9), segments.reshape(-1, 9)).content
+        if name == "xlnet-tiny-regression":
+            pairs = [(xlnet.regression(original, content), theirs.logits[:, 0])]
+        elif name == "xlnet-tiny-race":
+            pairs = [(xlnet.race_logits(original, content.reshape(2, 4, 9, -1)), theirs.logits)]
+        else:  # transformers' beam: dialect "hf" (probabilities, end-major), its default tops
+            ours = xlnet.squad_outputs(original, content, p_mask, cls_index, dialect="hf",
+                                       start_n_top=model.config.start_n_top,
+                                       end_n_top=model.config.end_n_top)
+            pairs = [(ours[key], getattr(theirs, key)) for key in ours]
+            assert set(ours) == {"start_top_log_probs", "start_top_index", "end_top_log_probs",
+                                 "end_top_index", "cls_logits"}
+        for ours, hf in pairs:
+            assert ours.shape == tuple(hf.shape)
+            assert np.abs(ours - hf.numpy()).max() <= 1e-12 * max(1.0, np.abs(ours).max())
 
 
 def test_xlnet_attn_summary_is_refused(tmp_path):
