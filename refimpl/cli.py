@@ -177,7 +177,7 @@ def _text_inputs(args, checkpoint_dir: str) -> tuple[dict, list]:
     try:
         tokenizer = text.tokenizer_for(checkpoint_dir, args.model)
         if args.target_len is None:
-            encoded = tokenizer.encode(args.text, args.text_b)
+            encoded = tokenizer.encode(args.text, args.text_b, max_len=args.max_len)
             inputs = {k: np.array([encoded[k]]) for k in ("token_ids", "segment_ids", "attention_mask")}
             return inputs, list(encoded["tokens"])
         if args.model != "xlnet" or args.text_b is not None:
@@ -201,6 +201,9 @@ def _run_inputs(args, checkpoint_dir: str) -> tuple[dict, np.ndarray | list]:
         raise UsageError("--text-b needs --text")
     if args.target_len is not None and args.text is None:
         raise UsageError("--target-len needs --text (use --inputs with --num-segments for ids)")
+    if args.max_len is not None and (args.text is None or args.target_len is not None):
+        raise UsageError("--max-len needs --text and no --target-len (it truncates and pads one "
+                         "text or pair, as the fine-tuning scripts' max_seq_length)")
     sources = [name for name, value in (("--text", args.text), ("--inputs", args.inputs),
                                         ("--tokens", args.tokens)) if value is not None]
     if len(sources) > 1 or (args.segments is not None and args.tokens is None):
@@ -466,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--text", help="a sentence, tokenized with the checkpoint's vocab.txt / spiece.model "
                       "(needs [text] for XLNet); the table and plots are labelled with its pieces")
     runp.add_argument("--text-b", help="a second text (BERT: [SEP] between; XLNet: <sep> between)")
+    runp.add_argument("--max-len", type=int, metavar="N",
+                      help="with --text: truncate (the longer text first) and pad to N positions, "
+                           "as the fine-tuning scripts' max_seq_length (BERT pads on the right, "
+                           "XLNet on the left)")
     runp.add_argument("--target-len", type=int, metavar="N",
                       help="XLNet: run the text's pieces in segments of N, each with the memory of "
                            "the previous ones (pass --mem-len), as keras-xlnet's memory example")
