@@ -582,9 +582,11 @@ def _assemble_slices(bundle: _Bundle, shards: _Shards, entry: Entry, name: str,
     return full
 
 
-def load_checkpoint(path, verify: bool = True, names=None) -> dict[str, np.ndarray]:
+def load_checkpoint(path, verify: bool = True, names=None, float_dtype=None) -> dict[str, np.ndarray]:
     """{name: ndarray} of every variable (or only of `names`); bfloat16 widened to float32,
-    strings as bytes objects.
+    strings as bytes objects. float_dtype: floating-point tensors are converted to it as each
+    is read (the stored copy is dropped at once, so the peak memory is the converted weights
+    plus one tensor); None keeps the stored dtype.
 
     verify=True checks the masked crc32c of every tensor read and of every index block.
     A name in `names` that the checkpoint lacks is a CheckpointError."""
@@ -600,9 +602,12 @@ def load_checkpoint(path, verify: bool = True, names=None) -> dict[str, np.ndarr
         out = {}
         for name, entry in sorted(wanted.items(), key=lambda kv: (kv[1].shard_id, kv[1].offset)):
             if entry.slices:
-                out[name] = _assemble_slices(bundle, shards, entry, name, verify)
+                value = _assemble_slices(bundle, shards, entry, name, verify)
             else:
-                out[name] = _read_entry(shards, entry, name, verify)
+                value = _read_entry(shards, entry, name, verify)
+            if float_dtype is not None and value.dtype.kind == "f":
+                value = value.astype(float_dtype, copy=False)
+            out[name] = value
     finally:
         shards.close()
     return dict(sorted(out.items()))

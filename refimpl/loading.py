@@ -91,18 +91,40 @@ class Variables:
         return lambda name: name in self.tied_copies or model_skippable(name)
 
 
+def weights_dtype_for_load(dtype) -> np.dtype | None:
+    """A load's dtype argument (None, "float32", "float64" or a NumPy float dtype) checked."""
+    if dtype is None:
+        return None
+    try:
+        checked = np.dtype(dtype)
+    except TypeError:
+        checked = np.dtype(np.void)  # not a dtype at all: refused below
+    if checked.name not in ("float32", "float64"):
+        raise ValueError(f"dtype {dtype!r}: expected None (the checkpoint's), float32 or float64; "
+                         "emulated bfloat16/float16 forwards round float32 weights themselves")
+    return checked
+
+
 def read_variables(path, model: str, config_file: str, checkpoint_file: str,
-                   read_config: Callable[[str], object], verify: bool = True) -> Variables:
+                   read_config: Callable[[str], object], verify: bool = True,
+                   dtype=None) -> Variables:
     """The config and {official name: array} of a model directory or checkpoint prefix
     (`config_file` + `checkpoint_file`.*, read with `read_config` and refimpl.checkpoint), or of
     a transformers folder (config.json + model.safetensors, mapped back through the name table
-    of `model`, "bert" or "xlnet"). Matching the names is the caller's (match_variables)."""
+    of `model`, "bert" or "xlnet"). Matching the names is the caller's (match_variables).
+    dtype: floating-point weights converted to it (weights_dtype_for_load) as they are read."""
+    dtype = weights_dtype_for_load(dtype)
     if is_transformers_folder(path, config_file, checkpoint_file):
         from refimpl import convert  # safetensors is imported there, only when needed
-        return convert.read_transformers(path, model)
+        v = convert.read_transformers(path, model)
+        if dtype is not None:
+            v = dataclasses.replace(v, values={name: value.astype(dtype, copy=False)
+                                               if value.dtype.kind == "f" else value
+                                               for name, value in v.values.items()})
+        return v
     config_path, ckpt_path = find_files(path, config_file, checkpoint_file)
     config = read_config(config_path)
-    values = checkpoint.load_checkpoint(ckpt_path, verify=verify)
+    values = checkpoint.load_checkpoint(ckpt_path, verify=verify, float_dtype=dtype)
     return Variables(config, values, os.fspath(ckpt_path), config_file,
                      f"{ckpt_path} does not match {config_path}")
 
@@ -159,7 +181,7 @@ def cast_weights(model, dtype):
     if key not in per_model:
         def conv(value):
             if isinstance(value, dict):
-                return {k: _rounded(v.astype(compute), fmt) for k, v in value.items()}
+                return {k: _rounded(v.astype(compute, copy=False), fmt) for k, v in value.items()}
             if isinstance(value, tuple) and value and isinstance(value[0], dict):
                 return tuple(conv(v) for v in value)
             return value

@@ -103,8 +103,8 @@ def test_head_names_find_tasks_and_partial_heads_fail(monkeypatch):
     real = checkpoint.load_checkpoint
 
     def without(name):
-        def patched(p, verify=True):
-            values = dict(real(p, verify))
+        def patched(p, verify=True, **options):
+            values = dict(real(p, verify, **options))
             del values[name]
             return values
         return patched

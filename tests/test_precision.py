@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from refimpl import bert, golden, precision, run, xlnet
+from refimpl.xlnet import weights as xlnet_weights
 from refimpl.precision import round_bfloat16, round_float16
 
 ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes pins the bfloat16 rounding ([test] extra)")
@@ -209,3 +210,37 @@ def test_heads_after_the_forward_round_inside_the_storage_format():
     inputs = {"token_ids": np.array([[5, 6, 7, 8]])}
     np.testing.assert_array_equal(run.compute("xlnet", f"{GOLDEN}/checkpoints/xlnet-tiny", inputs,
                                               dtype="bfloat16")["lm_logits"], emulated)
+
+
+@pytest.mark.parametrize("family", ["bert", "xlnet"])
+def test_load_in_the_forwards_dtype_shares_the_weights(family, tmp_path):
+    """load(dtype=) converts each weight as it is read; a forward in the weights' own dtype uses
+    them without a copy (for float32 checkpoints also without dtype=), and the numbers are those
+    of the default load. A transformers folder converts the same way."""
+    module, weights = (bert, bert) if family == "bert" else (xlnet, xlnet_weights)
+    path = f"{GOLDEN}/checkpoints/{family}-tiny"
+    m32, m64 = module.load(path), module.load(path, dtype="float64")
+    for key, value in m32.layers[0].items():
+        assert value.dtype == np.float32 and m64.layers[0][key].dtype == np.float64
+        np.testing.assert_array_equal(m64.layers[0][key], value.astype(np.float64))
+    for model, dtype in ((m32, np.float32), (m64, np.float64)):
+        cast = weights.cast(model, dtype)
+        for key, value in cast.layers[-1].items():
+            assert np.shares_memory(value, model.layers[-1][key]), key
+    assert not np.shares_memory(weights.cast(m32, np.float64).layers[0][key], m32.layers[0][key])
+    ids = np.random.default_rng(0).integers(5, 90, (2, 6))
+    if family == "bert":
+        outputs = [bert.forward(m, ids).sequence for m in (m32, m64)]
+    else:
+        outputs = [xlnet.forward(m, ids, mem_len=3).content for m in (m32, m64)]
+    np.testing.assert_array_equal(*outputs)
+    pytest.importorskip("safetensors", reason="the [convert] extra writes the transformers folder")
+    from refimpl import convert
+    convert.to_transformers(path, tmp_path / "hf")
+    folder64 = module.load(tmp_path / "hf", dtype=np.float64)
+    np.testing.assert_array_equal(folder64.layers[0][key], m64.layers[0][key])
+    tuned = module.load(f"{path}-squad", dtype="float64")  # global_step (int64) and Adam slots too
+    assert tuned.skipped and all(v.dtype == np.float64 for v in tuned.head_weights.values())
+    for bad in ("bfloat16", np.int32, "float65"):
+        with pytest.raises(ValueError, match="expected None .*float32 or float64"):
+            module.load(path, dtype=bad)

@@ -219,9 +219,9 @@ for line in sys.stdin:
 SETUPS = {
     "refimpl-bert": """
 from refimpl import bert
-m = bert.load(model_dir)
-tokens = rng.integers(low, high, (batch, length))
 dtype = np.dtype(kind.split(":")[1])
+m = bert.load(model_dir, dtype=dtype)  # weights read in the forward's dtype: no second copy
+tokens = rng.integers(low, high, (batch, length))
 dialect = (kind.split(":") + ["tf"])[2]
 def step():
     return bert.forward(m, tokens, dtype=dtype, dialect=dialect).sequence
@@ -250,10 +250,10 @@ def step():
 """,
     "refimpl-xlnet": """
 from refimpl import xlnet
-m = xlnet.load(model_dir)
+dtype = np.dtype(kind.split(":")[1])
+m = xlnet.load(model_dir, dtype=dtype)  # weights read in the forward's dtype: no second copy
 tokens = rng.integers(low, high, (batch, length))
 segments = np.zeros((batch, length), np.int64)  # keras-xlnet always computes the segment term too
-dtype = np.dtype(kind.split(":")[1])
 dialect = (kind.split(":") + ["tf"])[2]
 attn = "uni" if mem else "bi"
 mems = None
@@ -755,7 +755,8 @@ def print_profile(family: str, model_dir: str, batch: int, length: int, dtype: s
     sys.path.insert(0, ROOT)
     from refimpl import bert, xlnet
 
-    model = (bert if family == "bert" else xlnet).load(model_dir)
+    weights = dtype if dtype in ("float32", "float64") else None  # emulated formats: float32
+    model = (bert if family == "bert" else xlnet).load(model_dir, dtype=weights)
     print(format_profile(profile_forward(family, model, batch, length, dtype), top))
     print(f"  peak RSS of the profiling process: "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB", flush=True)

@@ -197,8 +197,10 @@ def skippable(name: str) -> bool:
     return name in OPTIMIZER_STATE or name.endswith(OPTIMIZER_SLOTS)
 
 
-def load(path, verify: bool = True) -> XLNet:
+def load(path, verify: bool = True, dtype=None) -> XLNet:
     """Load an XLNet model directory (xlnet_config.json + xlnet_model.ckpt.*) or checkpoint prefix.
+    dtype: None keeps the checkpoint's weights dtype; "float64" (or "float32") converts each
+    tensor as it is read, so that forwards in that dtype use the weights without a copy.
 
     Tied (untie_r false: biases [n_head, d_head]) and untied ([n_layer, n_head, d_head]) models.
     Optional parts, each present as a whole or absent: seg_embed + r_s_bias, mask_emb,
@@ -206,7 +208,7 @@ def load(path, verify: bool = True) -> XLNet:
     `.heads`, weights in `.head_weights`). Anything else missing, any unknown name or a wrong
     shape is a ValueError listing the names; the optimizer state is listed in `.skipped`."""
     v = loading.read_variables(path, "xlnet", CONFIG_FILE, CHECKPOINT_FILE,
-                               XLNetConfig.from_json, verify)  # or a transformers folder
+                               XLNetConfig.from_json, verify, dtype)  # or a transformers folder
     config, values = v.config, v.values
     heads = head_names(config, {name: value.shape for name, value in values.items()})
     present, skipped = loading.match_variables(values, {**expected_names(config), **heads},
