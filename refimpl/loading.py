@@ -96,10 +96,10 @@ def weights_dtype_for_load(dtype) -> np.dtype | None:
     if dtype is None:
         return None
     try:
-        checked = np.dtype(dtype)
-    except TypeError:
-        checked = np.dtype(np.void)  # not a dtype at all: refused below
-    if checked.name not in ("float32", "float64"):
+        checked, emulated = precision.resolve(dtype)  # the forwards' reading of a dtype
+    except ValueError:
+        emulated = "unknown"
+    if emulated:
         raise ValueError(f"dtype {dtype!r}: expected None (the checkpoint's), float32 or float64; "
                          "emulated bfloat16/float16 forwards round float32 weights themselves")
     return checked
