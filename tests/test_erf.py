@@ -17,6 +17,8 @@ from refimpl import ops
 SQRT_2 = math.sqrt(2.0)
 # fdlibm's interval bounds of |x| (and the "1/0.35" it writes, a little below its real bound).
 BOUNDS = [2.0 ** -1015, 2.0 ** -28, 0.84375, 1.25, 1 / 0.35, ops.ERFC_SPLIT, 6.0]
+# erff's (FreeBSD's current s_erff.c): underflow guard, tiny, main path, near one, split, 1 from 4.
+BOUNDS_FLOAT32 = [2.0 ** -119, 2.0 ** -14, 0.84375, 1.25, 1 / 0.35, 2.85715, 4.0, 6.0]
 
 
 def neighbours(points, dtype, k: int = 8) -> np.ndarray:
@@ -126,12 +128,12 @@ def test_erf_and_gelu_same_bits_in_any_blocks(dtype, monkeypatch):
 
 
 def test_erf_float32_within_one_ulp_of_math_erf():
-    """float32 follows s_erff.c in float32 arithmetic: within 1 float32 ulp of math.erf rounded
-    to float32, on >= 10^6 points with erff's interval bounds (2^-119 is its underflow guard)
-    and subnormals."""
+    """float32 follows FreeBSD's s_erff.c in float32 arithmetic: within 1 float32 ulp of math.erf
+    rounded to float32, on >= 10^6 points with erff's interval bounds and fdlibm's, and
+    subnormals (tools/erf_check.py checks every float32 up to 4.5)."""
     x64 = float64_points()
     x = np.concatenate([x64.astype(np.float32),
-                        neighbours([2.0 ** -119] + BOUNDS[1:], np.float32, 64),
+                        neighbours(BOUNDS_FLOAT32 + BOUNDS[1:], np.float32, 64),
                         np.arange(1, 1001, dtype=np.float32) * np.finfo(np.float32).smallest_subnormal])
     ours = ops.erf(x)
     assert ours.dtype == np.float32
@@ -139,6 +141,38 @@ def test_erf_float32_within_one_ulp_of_math_erf():
     ulps = ulp_distance(ours, ref)
     print(f"\nfloat32 erf vs float32(math.erf) on {x.size} points, float32 ulps: {histogram(ulps)}")
     assert ulps.max() <= 1, histogram(ulps)
+
+
+def test_erf_check_tool_counts_every_float32_and_flags_a_wrong_erf(monkeypatch):
+    """tools/erf_check.py (the exhaustive float32 check) on the first 2^16 float32 numbers from
+    0.84375 on: every number counted once, none above 1 ulp; and a float32 erf moved by 2 ulps at
+    one x in that range is reported, with its x."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+    import erf_check
+    start = np.float32(0.84375)
+    end = (start.view(np.uint32) + np.uint32(2 ** 16 - 1)).view(np.float32)
+    histogram, _, worst = erf_check.ulp_histogram(float(start), float(end), chunk=5000)
+    assert sum(histogram.values()) == 2 ** 16 and histogram[">1"] == 0 and worst <= 1, histogram
+    assert erf_check.main(["--start", str(start), "--end", str(end)]) == 0
+
+    erf = ops.erf
+    bad = np.float32(0.846)
+
+    def erf_off_at_bad(x):
+        e = erf(x)
+        if x.dtype == np.float32:
+            e[x == bad] = np.nextafter(np.nextafter(e[x == bad], np.float32(0)), np.float32(0))
+        return e
+
+    monkeypatch.setattr(ops, "erf", erf_off_at_bad)
+    histogram, worst_x, worst = erf_check.ulp_histogram(float(start), float(end), chunk=5000)
+    # 2 ulps moved: 2 or 3 ulps from the reference, as erf there was 0 or 1 ulp off
+    assert histogram[">1"] == 1 and worst in (2, 3) and worst_x == float(bad)
+    assert erf_check.main(["--start", str(start), "--end", str(end)]) == 1
+    with pytest.raises(ValueError, match="start=-1.0"):
+        erf_check.ulp_histogram(-1.0, 1.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
